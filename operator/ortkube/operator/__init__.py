@@ -1,0 +1,1 @@
+"""The ortkube operator: watches OrtModels and owns what each one needs."""

@@ -1,0 +1,1 @@
+"""The process in each pod: fetch, build or fetch the engine, warm up, serve."""
