@@ -12,6 +12,7 @@ import sys
 # name -> (module, one-line help). Add a subcommand by adding a row.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ortkube.runtime.serve_cli", "serve one ONNX model over the KServe v2 protocol"),
+    "dev": ("ortkube.devcluster.cli", "build and run a local Kubernetes control plane"),
 }
 
 
