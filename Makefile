@@ -32,7 +32,7 @@ unit: $(STAMP)
 
 # Until the operator demo exists: serve the bundled sample model and send one inference.
 serve-sample: $(STAMP)
-	$(BIN)/python -m ortkube.runtime.sample_demo
+	$(BIN)/python examples/serve_sample.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/serve_vs_inprocess.py

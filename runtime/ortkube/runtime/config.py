@@ -242,8 +242,10 @@ def merge_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
     for key, value in overrides.items():
         if value is None:
             continue
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_overrides(merged[key], value)
+        if isinstance(value, dict):
+            nested = merge_overrides(merged.get(key) or {}, value)
+            if nested:
+                merged[key] = nested
         else:
             merged[key] = value
     return merged

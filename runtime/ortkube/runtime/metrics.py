@@ -1,0 +1,122 @@
+"""Prometheus metrics, named after Triton's where a Triton metric means the same thing.
+
+Each server owns its registry (not the process-global one) so several servers can live in one
+process, as they do in tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+# Buckets from 0.5 ms to 60 s: GPU inference is sub-millisecond, a TensorRT build is minutes.
+_LATENCY_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0,
+)  # fmt: skip
+
+
+@dataclass
+class RuntimeMetrics:
+    """All metrics of one runtime process."""
+
+    registry: CollectorRegistry
+    request_success: Counter
+    request_failure: Counter
+    inference_count: Counter
+    execution_count: Counter
+    request_duration: Histogram
+    queue_duration: Histogram
+    compute_duration: Histogram
+    pending_requests: Gauge
+    model_load_seconds: Gauge
+    warmup_seconds: Gauge
+    model_ready: Gauge
+    provider: Info
+
+
+def create_metrics() -> RuntimeMetrics:
+    """Create the metrics in a fresh registry."""
+    registry = CollectorRegistry()
+    model = ("model", "version")
+    return RuntimeMetrics(
+        registry=registry,
+        # Triton: nv_inference_request_success / nv_inference_request_failure.
+        request_success=Counter(
+            "ortkube_inference_request_success",
+            "Successful inference requests.",
+            model,
+            registry=registry,
+        ),
+        request_failure=Counter(
+            "ortkube_inference_request_failure",
+            "Failed inference requests, by reason (invalid_request, not_ready, internal).",
+            (*model, "reason"),
+            registry=registry,
+        ),
+        # Triton: nv_inference_count counts batch items, nv_inference_exec_count model runs.
+        inference_count=Counter(
+            "ortkube_inference_count",
+            "Inferences performed (a batch of N counts N).",
+            model,
+            registry=registry,
+        ),
+        execution_count=Counter(
+            "ortkube_inference_exec_count",
+            "Model executions (onnxruntime runs).",
+            model,
+            registry=registry,
+        ),
+        request_duration=Histogram(
+            "ortkube_inference_request_duration_seconds",
+            "End-to-end handling time of successful requests, decode to encode.",
+            model,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        queue_duration=Histogram(
+            "ortkube_inference_queue_duration_seconds",
+            "Time a request waited for a free runner.",
+            model,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        compute_duration=Histogram(
+            "ortkube_inference_compute_infer_duration_seconds",
+            "Time inside onnxruntime's run.",
+            model,
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        # Triton: nv_inference_pending_request_count.
+        pending_requests=Gauge(
+            "ortkube_inference_pending_request_count",
+            "Inference requests received and not yet answered.",
+            model,
+            registry=registry,
+        ),
+        model_load_seconds=Gauge(
+            "ortkube_model_load_seconds",
+            "Seconds to fetch the model and create its session(s).",
+            model,
+            registry=registry,
+        ),
+        warmup_seconds=Gauge(
+            "ortkube_model_warmup_seconds",
+            "Seconds spent in warm-up runs.",
+            model,
+            registry=registry,
+        ),
+        model_ready=Gauge(
+            "ortkube_model_ready",
+            "1 when the model is ready to serve, else 0.",
+            model,
+            registry=registry,
+        ),
+        provider=Info(
+            "ortkube_execution_provider",
+            "The execution provider that runs the model, and the dropped ones with reasons.",
+            model,
+            registry=registry,
+        ),
+    )

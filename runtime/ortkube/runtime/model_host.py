@@ -1,0 +1,252 @@
+"""One served model's life: fetch, create sessions, warm up, then answer inferences.
+
+The HTTP server starts before loading does, so liveness and ``/ortkube/status`` answer while
+a model downloads or an engine builds; readiness turns true only after warm-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig
+from ortkube.runtime.errors import InvalidRequest, ModelLoadError, ModelNotReady
+from ortkube.runtime.metrics import RuntimeMetrics
+from ortkube.runtime.protocol import InferRequest, RequestedOutput
+from ortkube.runtime.providers import (
+    CPU,
+    CUDA,
+    GPU_PROVIDERS,
+    TENSORRT,
+    ProviderPlan,
+    create_session,
+    default_threads,
+    plan_providers,
+    probe_libraries,
+    session_options,
+)
+from ortkube.runtime.runner import RunResult, SessionRunner
+from ortkube.runtime.shapes import (
+    check_inputs,
+    check_profiles_against_signature,
+    match_profile,
+    select_outputs,
+)
+from ortkube.runtime.signature import ModelSignature, signature_of
+from ortkube.runtime.source import fetch_model
+from ortkube.runtime.warmup import warmup_feeds
+
+log = logging.getLogger("ortkube.runtime.model")
+
+
+class Phase(StrEnum):
+    """Where the runtime is in its life; the operator mirrors these in the OrtModel status."""
+
+    FETCHING = "Fetching"
+    BUILDING = "Building"
+    WARMING_UP = "WarmingUp"
+    READY = "Ready"
+    FAILED = "Failed"
+    DRAINING = "Draining"
+
+
+@dataclass
+class LoadedModel:
+    """A model with its sessions created and warmed up."""
+
+    signature: ModelSignature
+    runner: SessionRunner
+    plan: ProviderPlan
+    model_sha256: str
+    # Serves shapes outside the declared profiles when the policy is 'fallback'.
+    fallback_runner: SessionRunner | None = None
+    engine_cache_key: str | None = None
+
+
+@dataclass
+class InferOutcome:
+    """Outputs of one inference, ready for encoding."""
+
+    outputs: list[tuple[str, np.ndarray[Any, Any], bool]]
+    run: RunResult
+    batch_size: int
+
+
+def _batch_size(request: InferRequest) -> int:
+    first = next(iter(request.inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+@dataclass
+class ModelHost:
+    """Holds the model's phase and, once loaded, runs inferences against it."""
+
+    config: RuntimeConfig
+    metrics: RuntimeMetrics
+    phase: Phase = Phase.FETCHING
+    message: str = ""
+    loaded: LoadedModel | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ready(self) -> bool:
+        """True once warm and until draining starts."""
+        return self.phase is Phase.READY
+
+    def _labels(self) -> dict[str, str]:
+        return {"model": self.config.name, "version": self.config.version}
+
+    def _set_phase(self, phase: Phase, message: str = "") -> None:
+        self.phase, self.message = phase, message
+        self.metrics.model_ready.labels(**self._labels()).set(1 if phase is Phase.READY else 0)
+        log.info("event=phase model=%s phase=%s message=%r", self.config.name, phase, message)
+
+    async def load(self) -> None:
+        """Fetch, build sessions and warm up; failures leave the host in phase Failed."""
+        try:
+            started = time.perf_counter()
+            self._set_phase(Phase.FETCHING)
+            fetched = await fetch_model(self.config.model)
+            self._set_phase(Phase.BUILDING)
+            loaded = await asyncio.to_thread(self._create_sessions, str(fetched.path))
+            loaded.model_sha256 = fetched.sha256
+            self.timings["load_seconds"] = time.perf_counter() - started
+            self.metrics.model_load_seconds.labels(**self._labels()).set(
+                self.timings["load_seconds"]
+            )
+            self._set_phase(Phase.WARMING_UP)
+            warm_started = time.perf_counter()
+            await asyncio.to_thread(self._warm_up, loaded)
+            self.timings["warmup_seconds"] = time.perf_counter() - warm_started
+            self.metrics.warmup_seconds.labels(**self._labels()).set(self.timings["warmup_seconds"])
+            self.loaded = loaded
+            self.metrics.provider.labels(**self._labels()).info(
+                {
+                    "provider": loaded.plan.active,
+                    "providers": ",".join(loaded.plan.usable),
+                    "dropped": ";".join(f"{k}: {v}" for k, v in loaded.plan.dropped.items()),
+                }
+            )
+            self._set_phase(Phase.READY)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # any failure to load is reported, not raised: see docstring
+            log.exception("event=load_failed model=%s", self.config.name)
+            self._set_phase(Phase.FAILED, f"{type(error).__name__}: {error}")
+
+    def _create_sessions(self, model_path: str) -> LoadedModel:
+        config = self.config
+        requested = config.providers
+        plan = plan_providers(requested, ort.get_available_providers(), probe_libraries(requested))
+        for name, reason in plan.dropped.items():
+            log.warning("event=provider_unavailable provider=%s reason=%r", name, reason)
+        concurrency, threads = default_threads(
+            config.server.max_concurrency, config.server.intra_op_threads
+        )
+        try:
+            session, plan = create_session(model_path, plan, session_options(threads))
+        except Exception as error:
+            raise ModelLoadError(f"onnxruntime could not load {model_path}: {error}") from error
+        signature = signature_of(session.get_inputs(), session.get_outputs())
+        check_profiles_against_signature(signature, config.profiles)
+        binding = (
+            ("cuda", config.cuda.device_id)
+            if plan.active in GPU_PROVIDERS and config.cuda.io_binding
+            else None
+        )
+        runner = SessionRunner(session, concurrency, binding)
+        fallback = None
+        if config.out_of_range is OutOfRangePolicy.FALLBACK and plan.active == TENSORRT:
+            # TensorRT cannot serve shapes outside its profiles without a rebuild; a CUDA
+            # session beside it can.
+            fallback_plan = ProviderPlan(plan.requested, (CUDA, CPU))
+            fallback_session, _ = create_session(
+                model_path, fallback_plan, session_options(threads)
+            )
+            fallback = SessionRunner(fallback_session, concurrency, binding)
+        return LoadedModel(signature, runner, plan, model_sha256="", fallback_runner=fallback)
+
+    def _warm_up(self, loaded: LoadedModel) -> None:
+        feeds_list = warmup_feeds(loaded.signature, self.config.profiles, self.config.warmup)
+        names = [spec.name for spec in loaded.signature.outputs]
+        for feeds in feeds_list:
+            shapes = {name: list(array.shape) for name, array in feeds.items()}
+            started = time.perf_counter()
+            for _ in range(self.config.warmup.iterations):
+                loaded.runner.run_sync(feeds, names)
+            log.info(
+                "event=warmup_run model=%s shapes=%s iterations=%d seconds=%.3f",
+                self.config.name,
+                shapes,
+                self.config.warmup.iterations,
+                time.perf_counter() - started,
+            )
+
+    def require_loaded(self) -> LoadedModel:
+        """The loaded model, or ModelNotReady naming the phase."""
+        if self.loaded is None or self.phase is not Phase.READY:
+            detail = f": {self.message}" if self.message else ""
+            raise ModelNotReady(f"model '{self.config.name}' is not ready ({self.phase}{detail})")
+        return self.loaded
+
+    async def infer(self, request: InferRequest) -> InferOutcome:
+        """Validate a decoded request against the model and run it."""
+        loaded = self.require_loaded()
+        check_inputs(loaded.signature, request.inputs, request.datatypes)
+        wanted: list[RequestedOutput] = select_outputs(
+            loaded.signature, request.outputs, request.binary_output_default
+        )
+        runner = self._route(loaded, request)
+        result = await runner.run(request.inputs, [output.name for output in wanted])
+        outputs = [
+            (output.name, array, output.binary)
+            for output, array in zip(wanted, result.outputs, strict=True)
+        ]
+        return InferOutcome(outputs, result, _batch_size(request))
+
+    def _route(self, loaded: LoadedModel, request: InferRequest) -> SessionRunner:
+        shapes = {name: list(array.shape) for name, array in request.inputs.items()}
+        match = match_profile(self.config.profiles, shapes)
+        if match.index is not None:
+            return loaded.runner
+        if self.config.out_of_range is OutOfRangePolicy.REJECT:
+            raise InvalidRequest(match.reason)
+        return loaded.fallback_runner or loaded.runner
+
+    def status_document(self) -> dict[str, Any]:
+        """What ``/ortkube/status`` reports to the operator."""
+        document: dict[str, Any] = {
+            "name": self.config.name,
+            "version": self.config.version,
+            "phase": str(self.phase),
+            "message": self.message,
+            "timings": {k: round(v, 3) for k, v in self.timings.items()},
+        }
+        if self.loaded is not None:
+            document.update(
+                provider=self.loaded.plan.active,
+                providers=list(self.loaded.plan.usable),
+                providers_dropped=dict(self.loaded.plan.dropped),
+                model_sha256=self.loaded.model_sha256,
+                engine_cache_key=self.loaded.engine_cache_key,
+            )
+        return document
+
+    def start_draining(self) -> None:
+        """Stop reporting ready (in-flight requests still finish)."""
+        if self.phase is Phase.READY:
+            self._set_phase(Phase.DRAINING, "shutting down")
+
+    def close(self) -> None:
+        """Release the worker threads."""
+        if self.loaded is not None:
+            self.loaded.runner.close()
+            if self.loaded.fallback_runner is not None:
+                self.loaded.fallback_runner.close()
