@@ -1,0 +1,33 @@
+"""What one running operator is configured with (flags and environment), alike for all models."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+DEFAULT_RUNTIME_IMAGE = "ortkube/runtime:0.1.0"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Operator-wide defaults that render fills in where a model's spec leaves them out."""
+
+    runtime_image: str = DEFAULT_RUNTIME_IMAGE
+    image_pull_policy: str = "IfNotPresent"
+    default_engine_cache_uri: str | None = None
+    default_engine_cache_secret: str | None = None
+    resync_interval_s: float = 10.0
+    runtime_status_timeout_s: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
+        """Settings from ORTKUBE_* environment variables (flags override them in the CLI)."""
+        env = os.environ if env is None else env
+        return cls(
+            runtime_image=env.get("ORTKUBE_RUNTIME_IMAGE", DEFAULT_RUNTIME_IMAGE),
+            image_pull_policy=env.get("ORTKUBE_IMAGE_PULL_POLICY", "IfNotPresent"),
+            default_engine_cache_uri=env.get("ORTKUBE_ENGINE_CACHE_URI") or None,
+            default_engine_cache_secret=env.get("ORTKUBE_ENGINE_CACHE_SECRET") or None,
+            resync_interval_s=float(env.get("ORTKUBE_RESYNC_INTERVAL", "10")),
+        )

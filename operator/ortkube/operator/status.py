@@ -1,0 +1,282 @@
+"""Pure status: what the children and the runtime pods show -> phase, conditions and counts.
+
+The shell (``reconcile``) gathers the observations; everything here is a function of them and
+of the previous status, so transitions are tested as a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ortkube.operator import render
+from ortkube.operator.api import Condition, OrtModel, OrtModelStatus, Phase
+
+# Waiting reasons that will not fix themselves: the pod needs a person (or a new spec).
+STUCK_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+# How far along a runtime is, to report the most advanced pod while none serves yet.
+_PROGRESS = {Phase.FETCHING: 1, Phase.BUILDING: 2, Phase.WARMING_UP: 3, Phase.READY: 4}
+
+
+@dataclass(frozen=True)
+class RuntimeReport:
+    """A runtime pod's ``GET /ortkube/status`` answer."""
+
+    phase: Phase
+    provider: str = ""
+    providers_dropped: dict[str, str] = field(default_factory=dict)
+    engine_cache_key: str = ""
+    message: str = ""
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RuntimeReport | None:
+        """Parse the runtime's JSON; None when it is not a status we understand."""
+        try:
+            phase = Phase(payload.get("phase", ""))
+        except ValueError:
+            return None
+        dropped = payload.get("providers_dropped") or {}
+        return cls(
+            phase=phase,
+            provider=str(payload.get("provider") or ""),
+            providers_dropped={str(k): str(v) for k, v in dropped.items()}
+            if isinstance(dropped, dict)
+            else {},
+            engine_cache_key=str(payload.get("engine_cache_key") or ""),
+            message=str(payload.get("message") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class PodObservation:
+    """What the operator saw of one runtime pod."""
+
+    name: str
+    ready: bool
+    ip: str = ""
+    waiting_reason: str = ""
+    waiting_message: str = ""
+    report: RuntimeReport | None = None
+
+
+def observe_pod(pod: dict[str, Any], report: RuntimeReport | None = None) -> PodObservation:
+    """Reduce a Pod object (as the apiserver returns it) to what status needs."""
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    waiting: dict[str, Any] = {}
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        if waiting:
+            break
+    return PodObservation(
+        name=str((pod.get("metadata") or {}).get("name", "")),
+        ready=ready,
+        ip=str(status.get("podIP") or ""),
+        waiting_reason=str(waiting.get("reason") or ""),
+        waiting_message=str(waiting.get("message") or ""),
+        report=report,
+    )
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything gathered for one model in one pass."""
+
+    deployment: dict[str, Any] | None
+    pods: list[PodObservation]
+
+
+def _counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
+    status = (deployment or {}).get("status") or {}
+    return int(status.get("replicas") or 0), int(status.get("readyReplicas") or 0)
+
+
+def _failure(pods: list[PodObservation]) -> str:
+    """A message for the first pod that cannot get better by itself; empty when none."""
+    for pod in pods:
+        if pod.report is not None and pod.report.phase is Phase.FAILED:
+            return f"pod {pod.name}: {pod.report.message or 'runtime failed'}"
+        if pod.waiting_reason in STUCK_REASONS:
+            detail = f": {pod.waiting_message}" if pod.waiting_message else ""
+            return f"pod {pod.name}: {pod.waiting_reason}{detail}"
+    return ""
+
+
+def _starting_phase(pods: list[PodObservation]) -> tuple[Phase, str]:
+    """The most advanced phase a not-yet-serving pod reports (Pending when none reports)."""
+    reports = [p.report for p in pods if p.report is not None and p.report.phase in _PROGRESS]
+    if not reports:
+        return Phase.PENDING, "waiting for runtime pods to start"
+    best = max(reports, key=lambda r: _PROGRESS[r.phase])
+    phase = Phase.WARMING_UP if best.phase is Phase.READY else best.phase
+    return phase, best.message or f"runtime is {phase.value}"
+
+
+def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
+    """Phase and message from the Deployment's counts and the pods' own reports."""
+    desired = model.spec.replicas
+    _, ready = _counts(seen.deployment)
+    failure = _failure(seen.pods)
+    if desired == 0:
+        return Phase.PENDING, "scaled to zero replicas"
+    if ready >= desired:
+        return Phase.READY, f"{ready}/{desired} replicas ready"
+    if ready > 0:
+        why = failure or "the others are starting"
+        return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {why}"
+    if failure:
+        return Phase.FAILED, failure
+    if seen.deployment is None:
+        return Phase.PENDING, "waiting for the Deployment"
+    return _starting_phase(seen.pods)
+
+
+def _engine_condition(seen: Observation, generation: int, now: str) -> Condition:
+    reports = [p.report for p in seen.pods if p.report is not None]
+    if any(r.phase in (Phase.WARMING_UP, Phase.READY) for r in reports):
+        status, reason, message = "True", "EngineLoaded", "an engine is built and loaded"
+    elif any(r.phase is Phase.FAILED for r in reports):
+        failed = next(r for r in reports if r.phase is Phase.FAILED)
+        status, reason, message = "False", "EngineFailed", failed.message
+    elif any(r.phase is Phase.BUILDING for r in reports):
+        status, reason, message = "False", "Building", "building the engine"
+    elif reports:
+        status, reason, message = "False", "Fetching", "fetching the model"
+    else:
+        status, reason, message = "Unknown", "NoRuntimeReport", "no runtime pod has reported"
+    return _condition("EngineReady", status, reason, message, generation=generation, now=now)
+
+
+def _condition(
+    kind: str, status: str, reason: str, message: str, *, generation: int, now: str
+) -> Condition:
+    return Condition(
+        type=kind,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=now,
+        observed_generation=generation,
+    )
+
+
+def keep_transition_times(
+    previous: list[dict[str, Any]], conditions: list[Condition]
+) -> list[Condition]:
+    """A condition whose status did not change keeps its lastTransitionTime."""
+    before = {c.get("type"): c for c in previous}
+    kept = []
+    for condition in conditions:
+        old = before.get(condition.type)
+        if old is not None and old.get("status") == condition.status:
+            since = str(old.get("lastTransitionTime") or condition.last_transition_time)
+            kept.append(condition.model_copy(update={"last_transition_time": since}))
+        else:
+            kept.append(condition)
+    return kept
+
+
+_READY_REASONS = {
+    Phase.READY: "AllReplicasReady",
+    Phase.DEGRADED: "SomeReplicasReady",
+    Phase.FAILED: "RuntimeFailed",
+}
+
+
+def rolling_out(deployment: dict[str, Any] | None, desired: int) -> bool:
+    """Whether the Deployment still replaces pods of an older template (or has not seen it)."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    generation = int((deployment.get("metadata") or {}).get("generation") or 0)
+    seen_generation = int(status.get("observedGeneration") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    return seen_generation < generation or updated < desired or total > desired
+
+
+def _ready_and_progressing(
+    phase: Phase, message: str, rolling: bool, generation: int, now: str
+) -> list[Condition]:
+    serving = "True" if phase in (Phase.READY, Phase.DEGRADED) else "False"
+    reason = _READY_REASONS.get(phase, phase.value)
+    ready = _condition("Ready", serving, reason, message, generation=generation, now=now)
+    if phase is Phase.FAILED:
+        progress = ("False", "RuntimeFailed", message)
+    elif phase is Phase.READY and rolling:
+        progress = ("True", "RollingOut", "replacing pods with the current spec")
+    elif phase is Phase.READY:
+        progress = ("False", "Complete", "all replicas serve the current spec")
+    else:
+        progress = ("True", phase.value, message)
+    return [ready, _condition("Progressing", *progress, generation=generation, now=now)]
+
+
+def compute_status(
+    model: OrtModel, seen: Observation, previous: dict[str, Any], now: str
+) -> OrtModelStatus:
+    """The whole status for one pass; ``previous`` is the status now stored on the object."""
+    phase, message = compute_phase(model, seen)
+    conditions = [
+        *_ready_and_progressing(
+            phase, message, rolling_out(seen.deployment, model.spec.replicas), model.generation, now
+        ),
+        _engine_condition(seen, model.generation, now),
+    ]
+    replicas, ready = _counts(seen.deployment)
+    reports = [p.report for p in sorted(seen.pods, key=lambda p: not p.ready) if p.report]
+    first = reports[0] if reports else None
+    return OrtModelStatus(
+        phase=phase,
+        message=message,
+        conditions=keep_transition_times(previous.get("conditions") or [], conditions),
+        observed_generation=model.generation,
+        replicas=replicas,
+        ready_replicas=ready,
+        selector=render.selector_string(model),
+        endpoint=render.endpoint(model),
+        provider=first.provider if first else str(previous.get("provider") or ""),
+        engine_cache_key=first.engine_cache_key
+        if first
+        else str(previous.get("engineCacheKey") or ""),
+    )
+
+
+def invalid_spec_status(
+    body: dict[str, Any], message: str, previous: dict[str, Any], now: str
+) -> OrtModelStatus:
+    """Status of a model whose spec breaks a rule: Failed, Ready=False reason InvalidSpec."""
+    generation = int((body.get("metadata") or {}).get("generation") or 0)
+    conditions = [
+        _condition("Ready", "False", "InvalidSpec", message, generation=generation, now=now),
+        _condition("Progressing", "False", "InvalidSpec", message, generation=generation, now=now),
+        _condition(
+            "EngineReady", "Unknown", "InvalidSpec", message, generation=generation, now=now
+        ),
+    ]
+    return OrtModelStatus(
+        phase=Phase.FAILED,
+        message=message,
+        conditions=keep_transition_times(previous.get("conditions") or [], conditions),
+        observed_generation=generation,
+        replicas=int(previous.get("replicas") or 0),
+        ready_replicas=int(previous.get("readyReplicas") or 0),
+        selector=str(previous.get("selector") or ""),
+    )
+
+
+def status_patch(status: OrtModelStatus) -> dict[str, Any]:
+    """The status as the object stores it (camelCase, JSON types)."""
+    return status.model_dump(by_alias=True, mode="json")
