@@ -1,0 +1,37 @@
+"""Kubeconfig files for the dev cluster's clients (pure rendering, then one write)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def render_kubeconfig(
+    server: str, ca_file: Path, cert_file: Path, key_file: Path, cluster: str = "ortkube-dev"
+) -> str:
+    """A kubeconfig with one cluster, one client-cert user and one current context."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {"name": cluster, "cluster": {"server": server, "certificate-authority": str(ca_file)}}
+        ],
+        "users": [
+            {
+                "name": cluster,
+                "user": {"client-certificate": str(cert_file), "client-key": str(key_file)},
+            }
+        ],
+        "contexts": [{"name": cluster, "context": {"cluster": cluster, "user": cluster}}],
+        "current-context": cluster,
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def write_kubeconfig(path: Path, server: str, pki: Path, client: str) -> Path:
+    """Write the kubeconfig of ``client`` (a stem of certs.CLIENTS) to ``path``."""
+    text = render_kubeconfig(server, pki / "ca.crt", pki / f"{client}.crt", pki / f"{client}.key")
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
