@@ -13,6 +13,8 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("ortkube.runtime.serve_cli", "serve one ONNX model over the KServe v2 protocol"),
     "dev": ("ortkube.devcluster.cli", "build and run a local Kubernetes control plane"),
+    "operator": ("ortkube.operator.cli", "run the operator that serves OrtModels"),
+    "crd": ("ortkube.operator.crd", "print (or --write) the OrtModel CRD"),
 }
 
 

@@ -130,6 +130,7 @@ class InputRange(InputShapeRange):
                 + _DIM_ORDER,
                 "each dimension needs min <= opt <= max",
             ),
+            ("self.min.all(d, d >= 1)", "every dimension must be at least 1"),
         )
     )
 
@@ -297,7 +298,7 @@ class Autoscaling(ApiModel):
     metric: AutoscalingMetric = Field(
         default=AutoscalingMetric.INFLIGHT_REQUESTS,
         description="inflightRequests: average requests in flight per pod (the runtime's "
-        "ortkube_inflight_requests metric, served through a custom-metrics adapter); "
+        "ortkube_inference_pending_request_count, through a custom-metrics adapter); "
         "cpu: average CPU utilization in percent of the request (needs resources.cpu).",
     )
     target: int = Field(

@@ -35,7 +35,7 @@ ENGINE_CACHE_DIR = "/var/cache/ortkube/engines"
 CONFIG_HASH_ANNOTATION = "ortkube.io/config-hash"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
-INFLIGHT_METRIC = "ortkube_inflight_requests"
+INFLIGHT_METRIC = "ortkube_inference_pending_request_count"
 RUNTIME_USER = 1000
 STARTUP_PERIOD_S = 10
 # The startup probe must outlast a download plus a TensorRT build before the kubelet gives up.

@@ -1,0 +1,110 @@
+"""``ortkube operator``: run the controller that turns OrtModels into serving Deployments."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import replace
+
+from ortkube.operator.settings import OperatorSettings
+
+DEFAULT_LIVENESS = "http://0.0.0.0:8080/healthz"
+
+
+def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
+    """Flags; each defaults to its ORTKUBE_* environment variable where one exists."""
+    env = os.environ
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable; globs allowed); default: all namespaces",
+    )
+    scope.add_argument(
+        "-A", "--all-namespaces", action="store_true", help="watch every namespace (default)"
+    )
+    parser.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=env.get("ORTKUBE_PEERING") or None,
+        help="run with kopf peering NAME so only one of several replicas is active (HA; needs "
+        "kopf's peering CRDs); default: standalone",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=env.get("ORTKUBE_LIVENESS", DEFAULT_LIVENESS),
+        help=f"liveness endpoint to serve (default {DEFAULT_LIVENESS}; 'off' disables)",
+    )
+    parser.add_argument(
+        "--runtime-image", default=None, help="default runtime image (ORTKUBE_RUNTIME_IMAGE)"
+    )
+    parser.add_argument(
+        "--image-pull-policy",
+        choices=["Always", "IfNotPresent", "Never"],
+        default=None,
+        help="pull policy of runtime pods (ORTKUBE_IMAGE_PULL_POLICY)",
+    )
+    parser.add_argument(
+        "--engine-cache-uri",
+        default=None,
+        help="default s3:// engine cache for models without one (ORTKUBE_ENGINE_CACHE_URI)",
+    )
+    parser.add_argument(
+        "--engine-cache-secret",
+        default=None,
+        help="Secret with credentials for the default engine cache (ORTKUBE_ENGINE_CACHE_SECRET)",
+    )
+    parser.add_argument(
+        "--resync-interval",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how often each model's children are re-applied and its status refreshed "
+        "(ORTKUBE_RESYNC_INTERVAL, default 10)",
+    )
+    parser.add_argument("--log-format", choices=["json", "plain"], default="json")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    return parser.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> OperatorSettings:
+    """Environment defaults with the flags given on top."""
+    settings = OperatorSettings.from_env()
+    flags = {
+        "runtime_image": args.runtime_image,
+        "image_pull_policy": args.image_pull_policy,
+        "default_engine_cache_uri": args.engine_cache_uri,
+        "default_engine_cache_secret": args.engine_cache_secret,
+        "resync_interval_s": args.resync_interval,
+    }
+    return replace(settings, **{k: v for k, v in flags.items() if v is not None})
+
+
+def main(argv: list[str], prog: str = "ortkube operator") -> int:
+    """Run the operator until SIGINT/SIGTERM."""
+    args = parse_args(argv, prog)
+    import kopf  # imported here so `ortkube --help` stays fast
+
+    from ortkube.operator.handlers import register
+
+    kopf.configure(
+        verbose=args.verbose,
+        log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
+    )
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    registry = kopf.OperatorRegistry()
+    register(registry, settings_from(args))
+    kopf.run(
+        registry=registry,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        liveness_endpoint=None if args.liveness == "off" else args.liveness,
+    )
+    return 0

@@ -1,0 +1,99 @@
+"""kopf handlers: a few lines each, wiring watch events and a timer to ``Reconciler``.
+
+Create, update and resume reconcile at once; a timer per model re-applies the children (undoing
+drift, since server-side apply of an unchanged render changes nothing) and refreshes status.
+Deletion needs no handler: the children carry owner references and are garbage-collected.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import kopf
+
+from ortkube.operator import api
+from ortkube.operator.kube import KubeApi, KubeApiError, load_configuration
+from ortkube.operator.reconcile import Outcome, Reconciler
+from ortkube.operator.settings import OperatorSettings
+
+ANNOTATION_PREFIX = "ortkube.io"
+# Phases a person should look at: posted as Warning events.
+_WARNING_PHASES = {api.Phase.FAILED.value, api.Phase.DEGRADED.value}
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """Keep kopf's bookkeeping in annotations: the status schema is ours and strict."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix=ANNOTATION_PREFIX
+    )
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=ANNOTATION_PREFIX, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{ANNOTATION_PREFIX}/finalizer"
+    # Handler chatter stays in the log; events are the phase transitions posted below.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+
+
+def publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
+    """Store the status; post an event when the phase changed."""
+    patch.status.update(outcome.status)
+    if outcome.phase_changed:
+        kind = "Warning" if outcome.phase in _WARNING_PHASES else "Normal"
+        message = str(outcome.status.get("message", ""))
+        kopf.event(body, type=kind, reason=outcome.phase, message=message)
+
+
+def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
+    """Register every handler of the operator on ``registry``."""
+    resource: dict[str, Any] = {
+        "group": api.GROUP,
+        "version": api.VERSION,
+        "plural": api.PLURAL,
+        "registry": registry,
+    }
+    reconcilers: list[Reconciler] = []
+
+    @kopf.on.startup(registry=registry)
+    async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure_kopf(settings)
+        reconcilers.append(Reconciler(KubeApi(load_configuration()), _http(), config))
+
+    @kopf.on.cleanup(registry=registry)
+    async def stop(**_: Any) -> None:
+        for reconciler in reconcilers:
+            await reconciler.close()
+
+    async def reconcile(body: kopf.Body, patch: kopf.Patch) -> Outcome | None:
+        try:
+            outcome = await reconcilers[0].reconcile(body)
+        except KubeApiError as error:
+            raise kopf.TemporaryError(f"applying children: {error}", delay=10) from error
+        if outcome is not None:
+            publish(outcome, body, patch)
+        return outcome
+
+    @kopf.on.resume(**resource)
+    @kopf.on.create(**resource)
+    @kopf.on.update(**resource)
+    async def reconcile_on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        outcome = await reconcile(body, patch)
+        if outcome is not None and outcome.invalid_spec:
+            kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_spec)
+            raise kopf.PermanentError(outcome.invalid_spec)
+
+    @kopf.timer(**resource, interval=config.resync_interval_s, sharp=False)
+    async def reconcile_periodically(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        await reconcile(body, patch)
+
+    @kopf.on.delete(**resource, optional=True)
+    async def forget(uid: str, **_: Any) -> None:
+        for reconciler in reconcilers:
+            reconciler.forget(uid)
+
+
+def _http() -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))

@@ -1,0 +1,160 @@
+"""One reconcile pass for one OrtModel: validate, render, apply children, observe, compute status.
+
+This is the I/O shell around the pure ``api``, ``render`` and ``status`` modules; the kopf
+handlers call it and only turn its outcome into patches, events and kopf errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from ortkube.operator import api, render
+from ortkube.operator.kube import KubeApi
+from ortkube.operator.probe import fetch_runtime_report
+from ortkube.operator.settings import OperatorSettings
+from ortkube.operator.status import (
+    Observation,
+    compute_status,
+    invalid_spec_status,
+    observe_pod,
+    status_patch,
+)
+
+log = logging.getLogger(__name__)
+
+
+def utc_now() -> str:
+    """Now, as Kubernetes writes times (RFC 3339, seconds, UTC)."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass found: the status to store, and the phase before it for transition events."""
+
+    status: dict[str, Any]
+    previous_phase: str
+    invalid_spec: str = ""
+
+    @property
+    def phase(self) -> str:
+        """The phase after this pass."""
+        return str(self.status.get("phase", ""))
+
+    @property
+    def phase_changed(self) -> bool:
+        """Whether this pass moved the model to another phase."""
+        return self.phase != self.previous_phase
+
+
+class Reconciler:
+    """Reconciles OrtModels one at a time per object (a lock per uid) and many objects at once."""
+
+    def __init__(
+        self,
+        kube: KubeApi,
+        http: aiohttp.ClientSession,
+        settings: OperatorSettings,
+        clock: Callable[[], str] = utc_now,
+    ) -> None:
+        self.kube = kube
+        self.http = http
+        self.settings = settings
+        self.clock = clock
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # The newest generation applied per uid: a pass holding an older body (a timer that
+        # started before an edit) must not roll the children back.
+        self._applied: dict[str, int] = {}
+        # The last status written per uid: the body a handler holds may predate it.
+        self._written: dict[str, dict[str, Any]] = {}
+
+    async def close(self) -> None:
+        """Release the HTTP sessions."""
+        await self.kube.close()
+        await self.http.close()
+
+    def forget(self, uid: str) -> None:
+        """Drop what is remembered of a deleted model."""
+        self._locks.pop(uid, None)
+        self._applied.pop(uid, None)
+        self._written.pop(uid, None)
+
+    async def reconcile(self, body: Mapping[str, Any]) -> Outcome | None:
+        """One pass; None when the body is older than what was already applied."""
+        raw = copy.deepcopy(dict(body))
+        uid = str(raw.get("metadata", {}).get("uid", ""))
+        async with self._locks[uid]:
+            previous = self._written.get(uid) or dict(raw.get("status") or {})
+            outcome = await self._reconcile_locked(raw, uid, previous)
+            if outcome is not None:
+                self._written[uid] = outcome.status
+            return outcome
+
+    async def _reconcile_locked(
+        self, raw: dict[str, Any], uid: str, previous: dict[str, Any]
+    ) -> Outcome | None:
+        previous_phase = str(previous.get("phase", ""))
+        try:
+            model = api.parse_ortmodel(raw)
+        except api.InvalidSpec as error:
+            status = invalid_spec_status(raw, str(error), previous, self.clock())
+            return Outcome(status_patch(status), previous_phase, invalid_spec=str(error))
+        if model.generation < self._applied.get(uid, 0):
+            return None
+        await self.apply_children(model)
+        self._applied[uid] = model.generation
+        seen = await self.observe(model)
+        status = compute_status(model, seen, previous, self.clock())
+        return Outcome(status_patch(status), previous_phase)
+
+    async def apply_children(self, model: api.OrtModel) -> None:
+        """Server-side apply every child (unchanged ones stay unchanged); delete unwanted ones."""
+        children = render.render_children(model, self.settings)
+        for manifest in children:
+            await self.kube.apply(manifest)
+        for api_version, kind, name in render.absent_children(model, children):
+            await self._delete_if_owned(model, api_version, kind, name)
+
+    async def _delete_if_owned(
+        self, model: api.OrtModel, api_version: str, kind: str, name: str
+    ) -> None:
+        found = await self.kube.get(api_version, kind, model.namespace, name)
+        if found is None:
+            return
+        owners = found.get("metadata", {}).get("ownerReferences") or []
+        if any(o.get("uid") == model.uid for o in owners):
+            log.info("delete_unwanted kind=%s name=%s/%s", kind, model.namespace, name)
+            await self.kube.delete(api_version, kind, model.namespace, name)
+
+    async def observe(self, model: api.OrtModel) -> Observation:
+        """The Deployment, the pods and what each live pod says about itself."""
+        deployment = await self.kube.get("apps/v1", "Deployment", model.namespace, model.name)
+        pods = [
+            p
+            for p in await self.kube.list(
+                "v1", "Pod", model.namespace, render.selector_string(model)
+            )
+            if not p.get("metadata", {}).get("deletionTimestamp")
+        ]
+        reports = await asyncio.gather(
+            *(
+                fetch_runtime_report(
+                    self.http,
+                    str((p.get("status") or {}).get("podIP") or ""),
+                    model.spec.port,
+                    self.settings.runtime_status_timeout_s,
+                )
+                for p in pods
+            )
+        )
+        observed = [observe_pod(p, r) for p, r in zip(pods, reports, strict=True)]
+        return Observation(deployment=deployment, pods=observed)
