@@ -1,0 +1,428 @@
+"""An engine cache in an S3 bucket (AWS, MinIO, Ceph... anything speaking S3).
+
+Layout under ``s3://bucket/prefix``::
+
+    entries/<key>/manifest.json            the commit marker, written last
+    entries/<key>/blobs/<put id>/<file>    one put's files
+    locks/<key>.lock                       the build lock record
+
+Each put uploads under its own put id, then creates the manifest with ``If-None-Match: *``:
+the first complete put wins atomically and a loser deletes its blobs, so concurrent puts never
+mix files. The manifest names its put id in its metadata. Locks use conditional writes too:
+create with ``If-None-Match: *``, renew and steal with ``If-Match: <etag>``, and a read-back
+after taking one, so a server that ignores the headers degrades to a best-effort lock rather
+than two silent owners. Entries are downloaded into a local directory and verified.
+"""
+
+from __future__ import annotations
+
+import builtins
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
+from ortkube.runtime.engine.events import emit
+from ortkube.runtime.engine.files import fsync_dir, remove_tree, write_durable
+from ortkube.runtime.engine.manifest import (
+    MANIFEST_NAME,
+    EngineManifest,
+    file_sha256,
+    safe_relative_path,
+    verify_files,
+)
+from ortkube.runtime.engine.store import LockLease, check_key, new_lease
+
+_PUT_ID = "put-id"
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
+_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise EngineCacheError(f"engine_cache.uri {uri!r}: expected s3://bucket[/prefix]")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def make_s3_client(
+    endpoint_url: str | None,
+    access_key_id: str | None,
+    secret_access_key: str | None,
+    region: str,
+    session_token: str | None = None,
+    connect_timeout_s: float = 5.0,
+    read_timeout_s: float = 60.0,
+    max_attempts: int = 5,
+    addressing_style: str = "auto",
+) -> Any:
+    """A boto3 S3 client with explicit endpoint, credentials, timeouts and retries."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=connect_timeout_s,
+        read_timeout=read_timeout_s,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        s3={"addressing_style": addressing_style},
+    )
+    session = boto3.session.Session(
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        aws_session_token=session_token,
+        region_name=region,
+    )
+    return session.client("s3", endpoint_url=endpoint_url, config=config)
+
+
+def _error_code(error: Exception) -> str:
+    response: Mapping[str, Any] = getattr(error, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return code if code and not code.isdigit() else status or code
+
+
+def _is(error: Exception, codes: set[str]) -> bool:
+    response: Mapping[str, Any] = getattr(error, "response", None) or {}
+    status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+    return _error_code(error) in codes or status in codes
+
+
+class S3Store:
+    """Entries and locks in an S3 bucket; ``get`` downloads into ``local_root/<key>``."""
+
+    def __init__(self, bucket: str, prefix: str, client: Any, local_root: Path) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.client = client
+        self.local_root = Path(local_root)
+        self._client_errors: tuple[type[Exception], ...] = (ClientError,)
+        self._transport_errors: tuple[type[Exception], ...] = (BotoCoreError,)
+
+    @classmethod
+    def from_env(
+        cls, uri: str, local_root: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> S3Store:
+        """Build from ``s3://bucket/prefix`` and the environment.
+
+        ``ORTKUBE_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``),
+        ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+        ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default us-east-1) and
+        ``ORTKUBE_S3_ADDRESSING_STYLE`` (path with a custom endpoint, else auto).
+        """
+        values = os.environ if env is None else env
+        bucket, prefix = parse_s3_uri(uri)
+        endpoint = (
+            values.get("ORTKUBE_S3_ENDPOINT_URL")
+            or values.get("AWS_ENDPOINT_URL_S3")
+            or values.get("AWS_ENDPOINT_URL")
+        )
+        client = make_s3_client(
+            endpoint_url=endpoint,
+            access_key_id=values.get("AWS_ACCESS_KEY_ID"),
+            secret_access_key=values.get("AWS_SECRET_ACCESS_KEY"),
+            session_token=values.get("AWS_SESSION_TOKEN"),
+            region=values.get("AWS_REGION") or values.get("AWS_DEFAULT_REGION") or "us-east-1",
+            addressing_style=values.get("ORTKUBE_S3_ADDRESSING_STYLE")
+            or ("path" if endpoint else "auto"),
+        )
+        root = local_root or Path(tempfile.gettempdir()) / "ortkube-engines"
+        return cls(bucket, prefix, client, root)
+
+    @property
+    def uri(self) -> str:
+        """``s3://bucket/prefix``."""
+        return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def _manifest_key(self, key: str) -> str:
+        return self._key("entries", check_key(key), MANIFEST_NAME)
+
+    def _blob_key(self, key: str, put_id: str, relative: str) -> str:
+        return self._key("entries", check_key(key), "blobs", put_id, relative)
+
+    def _lock_key(self, key: str) -> str:
+        return self._key("locks", f"{check_key(key)}.lock")
+
+    def _fail(self, action: str, error: Exception) -> EngineCacheError:
+        return EngineCacheError(f"engine cache {self.uri}: {action}: {error}")
+
+    # --- entries -------------------------------------------------------------------------
+
+    def _head_manifest(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._manifest_key(key))
+        except self._client_errors as error:
+            if _is(error, _MISSING_CODES):
+                return False
+            raise self._fail(f"head {key}", error) from error
+        return True
+
+    def put(self, key: str, local_dir: Path, manifest: EngineManifest) -> None:
+        """Upload the files under a fresh put id, then commit the manifest if none exists."""
+        if self._head_manifest(key):
+            emit("engine_put_superseded", key=key, store=self.uri, reason="already stored")
+            return
+        put_id = uuid.uuid4().hex
+        try:
+            self._upload_files(key, put_id, Path(local_dir), manifest)
+            self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._manifest_key(key),
+                Body=manifest.to_json().encode(),
+                ContentType="application/json",
+                Metadata={_PUT_ID: put_id},
+                IfNoneMatch="*",
+            )
+        except self._client_errors as error:
+            self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
+            if _is(error, _CONFLICT_CODES):
+                emit("engine_put_superseded", key=key, store=self.uri, reason="lost the race")
+                return
+            raise self._fail(f"put {key}", error) from error
+        except BaseException:
+            self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
+            raise
+        emit("engine_entry_stored", key=key, store=self.uri, put_id=put_id)
+
+    def _upload_files(self, key: str, put_id: str, root: Path, manifest: EngineManifest) -> None:
+        from boto3.s3.transfer import TransferConfig
+
+        transfer = TransferConfig(multipart_threshold=64 << 20, multipart_chunksize=64 << 20)
+        for entry in manifest.files:
+            path = root / entry.path
+            if not safe_relative_path(entry.path) or file_sha256(path) != entry.sha256:
+                raise EngineCacheError(
+                    f"{path}: does not match the manifest (was it changed after the build?)"
+                )
+            self.client.upload_file(
+                str(path), self.bucket, self._blob_key(key, put_id, entry.path), Config=transfer
+            )
+
+    def get(self, key: str) -> Path | None:
+        """Download and verify the entry into ``local_root/<key>``; a bad entry is a miss."""
+        local = self.local_root / check_key(key)
+        cached = self._local_copy(local, key)
+        if cached is not None:
+            return cached
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._manifest_key(key))
+        except self._client_errors as error:
+            if _is(error, _MISSING_CODES):
+                return None
+            raise self._fail(f"get {key}", error) from error
+        etag = answer["ETag"]
+        put_id = answer.get("Metadata", {}).get(_PUT_ID, "")
+        try:
+            manifest = EngineManifest.model_validate_json(answer["Body"].read())
+        except ValueError:
+            return self._corrupt(key, etag, put_id, "unreadable manifest.json")
+        if manifest.key != key or not put_id:
+            return self._corrupt(key, etag, put_id, "manifest does not match its key")
+        return self._download(key, manifest, put_id, etag, local)
+
+    def _local_copy(self, local: Path, key: str) -> Path | None:
+        try:
+            manifest = EngineManifest.model_validate_json((local / MANIFEST_NAME).read_bytes())
+        except (OSError, ValueError):
+            return None
+        if manifest.key == key and verify_files(local, manifest) is None:
+            return local
+        remove_tree(local)
+        return None
+
+    def _download(
+        self, key: str, manifest: EngineManifest, put_id: str, etag: str, local: Path
+    ) -> Path | None:
+        self.local_root.mkdir(parents=True, exist_ok=True)
+        temp = self.local_root / f".{key}.{uuid.uuid4().hex}"
+        try:
+            for entry in manifest.files:
+                if not safe_relative_path(entry.path):
+                    return self._corrupt(key, etag, put_id, f"unsafe path {entry.path!r}")
+                target = temp / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.client.download_file(
+                        self.bucket, self._blob_key(key, put_id, entry.path), str(target)
+                    )
+                except self._client_errors as error:
+                    if _is(error, _MISSING_CODES):
+                        return self._corrupt(key, etag, put_id, f"missing file {entry.path}")
+                    raise self._fail(f"download {key}/{entry.path}", error) from error
+            problem = verify_files(temp, manifest)
+            if problem is not None:
+                return self._corrupt(key, etag, put_id, problem)
+            write_durable(temp / MANIFEST_NAME, manifest.to_json().encode())
+            try:
+                os.rename(temp, local)
+            except OSError:
+                # Another thread or process downloaded it first; use theirs.
+                if self._local_copy(local, key) is None:
+                    raise
+            fsync_dir(self.local_root)
+            return local
+        finally:
+            remove_tree(temp)
+
+    def _corrupt(self, key: str, etag: str, put_id: str, problem: str) -> Path | None:
+        """Remove the entry we read (and nothing newer); always a miss."""
+        emit(
+            "engine_entry_corrupt", level=logging.WARNING, key=key, store=self.uri, problem=problem
+        )
+        try:
+            # Only the manifest we read: a good entry committed since then stays.
+            self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key), IfMatch=etag)
+        except self._client_errors as error:
+            emit("engine_entry_corrupt_kept", key=key, reason=_error_code(error))
+            return None
+        if put_id:
+            self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
+        return None
+
+    def _delete_prefix(self, prefix: str) -> None:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                objects = [{"Key": item["Key"]} for item in page.get("Contents", [])]
+                if objects:
+                    self.client.delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
+        except (*self._client_errors, *self._transport_errors) as error:
+            emit("engine_cleanup_failed", level=logging.WARNING, prefix=prefix, reason=str(error))
+
+    def list(self) -> builtins.list[EngineManifest]:
+        """Manifests of every committed entry."""
+        manifests = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            pages = paginator.paginate(
+                Bucket=self.bucket, Prefix=self._key("entries") + "/", Delimiter="/"
+            )
+            keys = [
+                common["Prefix"].rstrip("/").rsplit("/", 1)[-1]
+                for page in pages
+                for common in page.get("CommonPrefixes", [])
+            ]
+            for key in sorted(keys):
+                try:
+                    body = self.client.get_object(Bucket=self.bucket, Key=self._manifest_key(key))[
+                        "Body"
+                    ].read()
+                except self._client_errors as error:
+                    if _is(error, _MISSING_CODES):
+                        continue
+                    raise
+                try:
+                    manifests.append(EngineManifest.model_validate_json(body))
+                except ValueError:
+                    continue
+        except self._client_errors as error:
+            raise self._fail("list", error) from error
+        return manifests
+
+    def delete(self, key: str) -> None:
+        """Delete the manifest first (the entry disappears at once), then its files."""
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key))
+        except self._client_errors as error:
+            if not _is(error, _MISSING_CODES):
+                raise self._fail(f"delete {key}", error) from error
+        self._delete_prefix(self._key("entries", check_key(key)) + "/")
+        remove_tree(self.local_root / key)
+
+    # --- locks ---------------------------------------------------------------------------
+
+    def read_lock(self, key: str) -> LockLease | None:
+        """The lock record with its ETag as the lease version."""
+        try:
+            answer = self.client.get_object(Bucket=self.bucket, Key=self._lock_key(key))
+        except self._client_errors as error:
+            if _is(error, _MISSING_CODES):
+                return None
+            raise self._fail(f"read lock {key}", error) from error
+        return LockLease.from_json(answer["Body"].read(), version=answer["ETag"])
+
+    def _write_lock(self, lease: LockLease, **condition: str) -> LockLease | None:
+        try:
+            answer = self.client.put_object(
+                Bucket=self.bucket,
+                Key=self._lock_key(lease.key),
+                Body=lease.to_json().encode(),
+                ContentType="application/json",
+                **condition,
+            )
+        except self._client_errors as error:
+            if _is(error, _CONFLICT_CODES | _MISSING_CODES):
+                return None
+            if _is(error, {"NotImplemented", "501"}):
+                raise EngineCacheError(
+                    f"engine cache {self.uri}: the S3 server does not support conditional "
+                    "writes (If-None-Match/If-Match), which the build lock needs"
+                ) from error
+            raise self._fail(f"write lock {lease.key}", error) from error
+        return LockLease(
+            lease.key,
+            lease.owner,
+            lease.token,
+            lease.acquired_at,
+            lease.expires_at,
+            version=answer["ETag"],
+        )
+
+    def try_lock(self, key: str, owner: str, ttl_s: float) -> LockLease | None:
+        """Create the lock if absent, or replace it if expired; read back to confirm."""
+        for _ in range(5):
+            lease = new_lease(key, owner, ttl_s)
+            taken = self._write_lock(lease, IfNoneMatch="*")
+            if taken is None:
+                current = self.read_lock(key)
+                if current is None:
+                    continue
+                if not current.expired():
+                    return None
+                taken = self._write_lock(lease, IfMatch=current.version)
+                if taken is None:
+                    continue
+                emit(
+                    "engine_lock_expired",
+                    level=logging.WARNING,
+                    key=key,
+                    holder=current.owner,
+                    expired_s_ago=lease.acquired_at - current.expires_at,
+                )
+            confirmed = self.read_lock(key)
+            if confirmed is not None and confirmed.token == lease.token:
+                return taken
+            return None
+        return None
+
+    def renew_lock(self, lease: LockLease, ttl_s: float) -> LockLease:
+        """Replace our record, only if it is still the version we wrote."""
+        renewed = self._write_lock(lease.renewed(ttl_s), IfMatch=lease.version)
+        if renewed is None:
+            current = self.read_lock(lease.key)
+            holder = current.owner if current else "nobody"
+            raise EngineLockLost(f"lock on {lease.key} was taken over (now held by {holder})")
+        return renewed
+
+    def release_lock(self, lease: LockLease) -> None:
+        """Delete the lock only if it is still our version."""
+        try:
+            self.client.delete_object(
+                Bucket=self.bucket, Key=self._lock_key(lease.key), IfMatch=lease.version
+            )
+        except self._client_errors as error:
+            if not _is(error, _CONFLICT_CODES | _MISSING_CODES):
+                raise self._fail(f"release lock {lease.key}", error) from error
