@@ -97,6 +97,53 @@ def identity(elem_type: int, shape: list[int | str]) -> onnx.ModelProto:
     return _model(graph)
 
 
+# Every v2 datatype onnxruntime can take as a model input, by ONNX element type.
+ALL_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+
+
+def all_types() -> onnx.ModelProto:
+    """One Identity per datatype: input ``in_<TYPE>`` [-1, 3] returns as ``out_<TYPE>``."""
+    nodes, inputs, outputs = [], [], []
+    for name, elem_type in ALL_TYPES.items():
+        nodes.append(helper.make_node("Identity", [f"in_{name}"], [f"out_{name}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{name}", elem_type, ["n", 3]))
+        outputs.append(helper.make_tensor_value_info(f"out_{name}", elem_type, ["n", 3]))
+    return _model(helper.make_graph(nodes, "all_types", inputs, outputs))
+
+
+def slow_mlp(width: int = 1024, repeats: int = 200) -> onnx.ModelProto:
+    """``x @ W`` repeated ``repeats`` times with one shared weight: the batch size sets how
+    long a run takes (batch 2048 takes seconds on two cores) while the file stays small."""
+    weight = np.eye(width, dtype=np.float32)
+    nodes, current = [], "x"
+    for index in range(repeats):
+        nodes.append(helper.make_node("MatMul", [current, "w"], [f"h{index}"]))
+        current = f"h{index}"
+    nodes.append(helper.make_node("Identity", [current], ["y"]))
+    graph = helper.make_graph(
+        nodes,
+        "slow_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", width])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", width])],
+        initializer=[numpy_helper.from_array(weight, "w")],
+    )
+    return _model(graph)
+
+
 def gather(table_rows: int = 10, width: int = 3) -> onnx.ModelProto:
     """``y = table[indices]``: an out-of-range index fails inside onnxruntime at run time."""
     table = np.arange(table_rows * width, dtype=np.float32).reshape(table_rows, width)

@@ -79,9 +79,20 @@ def _tensor_type(name: str, raw: Any) -> TensorType:
     return tensor_type
 
 
+def _utf8(name: str, raw: bytes) -> str:
+    # onnxruntime's Python binding takes string tensors as str (bytes would arrive as
+    # "b'...'"), so BYTES elements must be UTF-8 text.
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise InvalidRequest(
+            f"input '{name}': BYTES elements must be UTF-8 text for onnxruntime string tensors"
+        ) from None
+
+
 def _bytes_from_binary(name: str, chunk: memoryview, count: int) -> np.ndarray[Any, Any]:
     """Decode length-prefixed BYTES elements (4-byte little-endian length, then the bytes)."""
-    items: list[bytes] = []
+    items: list[str] = []
     offset = 0
     while offset < len(chunk):
         if offset + 4 > len(chunk):
@@ -90,7 +101,7 @@ def _bytes_from_binary(name: str, chunk: memoryview, count: int) -> np.ndarray[A
         offset += 4
         if offset + length > len(chunk):
             raise InvalidRequest(f"input '{name}': BYTES element overruns its binary data")
-        items.append(bytes(chunk[offset : offset + length]))
+        items.append(_utf8(name, bytes(chunk[offset : offset + length])))
         offset += length
     if len(items) != count:
         raise InvalidRequest(
@@ -145,6 +156,9 @@ def _array_from_json(
     except ValueError as error:
         raise InvalidRequest(f"input '{name}': 'data' is not a regular array: {error}") from None
     target = tensor_type.numpy
+    if target.kind in "iu" and parsed.dtype.kind in "fO":
+        # Integers beyond int64 make numpy infer float or object; parse them exactly.
+        parsed = _exact_integers(name, tensor_type, data, parsed)
     accepted = _JSON_KINDS_ACCEPTED[target.kind]
     if parsed.size and parsed.dtype.kind not in accepted:
         raise InvalidRequest(
@@ -163,12 +177,29 @@ def _array_from_json(
     return parsed.astype(target, copy=False).reshape(shape)
 
 
+def _exact_integers(
+    name: str, tensor_type: TensorType, data: Any, inferred: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    try:
+        exact = np.array(data, dtype=tensor_type.numpy)
+    except (OverflowError, ValueError, TypeError):
+        raise InvalidRequest(
+            f"input '{name}': a value is not an integer in range for {tensor_type.v2}"
+        ) from None
+    if inferred.dtype.kind == "f" and not np.array_equal(exact.astype(np.float64), inferred):
+        raise InvalidRequest(
+            f"input '{name}': 'data' holds number values, datatype {tensor_type.v2} needs "
+            "integer values"
+        )
+    return exact
+
+
 def _kind_name(kind: str) -> str:
     return {"b": "boolean", "i": "integer", "u": "integer", "f": "number"}.get(kind, "non-numeric")
 
 
-def _flatten_strings(name: str, data: list[Any]) -> list[bytes]:
-    flat: list[bytes] = []
+def _flatten_strings(name: str, data: list[Any]) -> list[str]:
+    flat: list[str] = []
     stack = [iter(data)]
     while stack:
         for item in stack[-1]:
@@ -177,7 +208,7 @@ def _flatten_strings(name: str, data: list[Any]) -> list[bytes]:
                 break
             if not isinstance(item, str):
                 raise InvalidRequest(f"input '{name}': BYTES 'data' must hold strings")
-            flat.append(item.encode())
+            flat.append(item)
         else:
             stack.pop()
     return flat

@@ -1,0 +1,154 @@
+"""Start-up, readiness, metrics, concurrency and shutdown of a real ``ortkube serve`` process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+
+import aiohttp
+import numpy as np
+import pytest
+
+from tests import onnx_models
+from tests.runtime.conftest import StartServer
+from tests.runtime_process import ServeProcess
+
+WIDTH = 1024
+# On two cores this batch keeps onnxruntime busy for a couple of seconds.
+SLOW_BATCH = 2048
+
+
+def slow_request(batch: int = SLOW_BATCH) -> tuple[bytes, dict[str, str]]:
+    data = np.ones((batch, WIDTH), np.float32).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [batch, WIDTH],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return header + data, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def metric(text: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_metrics_count_requests_latency_and_provider(two_io_server: ServeProcess) -> None:
+    async with aiohttp.ClientSession() as session:
+        before = await (await session.get(f"{two_io_server.base_url}/metrics")).text()
+        request = {
+            "inputs": [
+                {"name": "a", "datatype": "FP32", "shape": [3, 4], "data": [0.0] * 12},
+                {"name": "b", "datatype": "INT64", "shape": [3, 4], "data": [0] * 12},
+            ]
+        }
+        url = f"{two_io_server.base_url}/v2/models/two_io/infer"
+        for _ in range(2):
+            assert (await session.post(url, json=request)).status == 200
+        assert (await session.post(url, json={"inputs": []})).status == 400
+        after = await (await session.get(f"{two_io_server.base_url}/metrics")).text()
+    success = "ortkube_inference_request_success_total"
+    assert metric(after, success) - metric(before, success) == 2
+    assert (
+        metric(after, "ortkube_inference_count_total")
+        - metric(before, "ortkube_inference_count_total")
+        == 6
+    )  # two requests of batch 3
+    assert 'reason="invalid_request"' in after
+    assert metric(after, "ortkube_inference_request_duration_seconds_count") >= 2
+    assert metric(after, "ortkube_model_warmup_seconds") > 0
+    assert 'provider="CPUExecutionProvider"' in after
+    assert metric(after, "ortkube_model_ready") == 1
+
+
+async def test_health_answers_while_a_long_inference_runs(start_server: StartServer) -> None:
+    server = start_server(onnx_models.slow_mlp(WIDTH), name="slow")
+    payload, headers = slow_request()
+    async with aiohttp.ClientSession() as session:
+        url = f"{server.base_url}/v2/models/slow/infer"
+        inference = asyncio.ensure_future(session.post(url, data=payload, headers=headers))
+        await asyncio.sleep(0.2)  # let the request reach onnxruntime
+        live = await session.get(f"{server.base_url}/v2/health/live")
+        assert live.status == 200
+        assert not inference.done(), "the inference finished before the health check: too small"
+        response = await inference
+        assert response.status == 200
+
+
+async def test_sigterm_drains_in_flight_requests_then_exits_zero(
+    start_server: StartServer,
+) -> None:
+    server = start_server(onnx_models.slow_mlp(WIDTH), name="slow")
+    payload, headers = slow_request()
+    async with aiohttp.ClientSession() as session:
+        url = f"{server.base_url}/v2/models/slow/infer"
+        inference = asyncio.ensure_future(session.post(url, data=payload, headers=headers))
+        await asyncio.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        response = await inference
+        assert response.status == 200
+        assert int(response.headers["Inference-Header-Content-Length"]) > 0
+        assert len(await response.read()) > SLOW_BATCH * WIDTH * 4
+    code = await asyncio.to_thread(server.process.wait, 30)
+    assert code == 0, server.log()
+    assert "shutdown_done" in server.log()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        async with aiohttp.ClientSession() as session:
+            await session.get(f"{server.base_url}/v2/health/live")
+
+
+PROFILE = {
+    "name": "small",
+    "inputs": [{"name": "x", "min": [1, 4], "opt": [4, 4], "max": [8, 4]}],
+}
+
+
+@pytest.mark.parametrize(("policy", "status"), [("reject", 400), ("fallback", 200)])
+async def test_shape_outside_declared_profiles_follows_the_policy(
+    start_server: StartServer, policy: str, status: int
+) -> None:
+    server = start_server(
+        onnx_models.sample_model(), name="mlp", profiles=[PROFILE], out_of_range=policy
+    )
+    async with aiohttp.ClientSession() as session:
+        url = f"{server.base_url}/v2/models/mlp/infer"
+        inside = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [8, 4], "data": [0] * 32}]}
+        assert (await session.post(url, json=inside)).status == 200
+        outside = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [9, 4], "data": [0] * 36}]}
+        response = await session.post(url, json=outside)
+        assert response.status == status
+        if status == 400:
+            error = (await response.json())["error"]
+            assert "x [9, 4]" in error
+            assert "profile 'small' allows x from [1, 4] to [8, 4]" in error
+
+
+def test_warmup_runs_min_opt_max_of_each_profile(start_server: StartServer) -> None:
+    server = start_server(onnx_models.sample_model(), name="mlp", profiles=[PROFILE])
+    shapes = re.findall(r"event=warmup_run model=mlp shapes=(\{[^}]*\})", server.log())
+    assert shapes == ["{'x': [1, 4]}", "{'x': [4, 4]}", "{'x': [8, 4]}"]
+
+
+def test_profile_naming_an_unknown_input_fails_with_a_status_message(
+    start_server: StartServer,
+) -> None:
+    bad = {"name": "p", "inputs": [{"name": "nope", "min": [1], "opt": [1], "max": [2]}]}
+    server = start_server(onnx_models.sample_model(), name="mlp", profiles=[bad], wait=False)
+    status = server.wait_phase("Failed")
+    assert status["phase"] == "Failed"
+    assert "profile 'p' input 'nope': the model has no such input" in status["message"]
+    assert server.get_json("/v2/health/ready")[0] == 503
+    assert server.get_json("/v2/health/live")[0] == 200
+    code, body = server.get_json("/v2/models/mlp")
+    assert code == 503
+    assert "not ready (Failed" in body["error"]
