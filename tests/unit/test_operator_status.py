@@ -1,0 +1,256 @@
+"""Status is a pure function of what was observed: phases and conditions as a table."""
+
+from typing import Any
+
+import pytest
+
+from ortkube.operator.api import Phase, parse_ortmodel
+from ortkube.operator.status import (
+    Observation,
+    PodObservation,
+    RuntimeReport,
+    compute_status,
+    invalid_spec_status,
+    observe_pod,
+    status_patch,
+)
+
+T0, T1 = "2025-01-01T00:00:00Z", "2025-01-01T00:05:00Z"
+
+
+def ortmodel(replicas: int = 2) -> Any:
+    return parse_ortmodel(
+        {
+            "metadata": {"name": "resnet", "namespace": "ml", "uid": "u", "generation": 4},
+            "spec": {"model": {"uri": "https://m/x.onnx"}, "replicas": replicas},
+        }
+    )
+
+
+def deployment(replicas: int, ready: int, updated: int | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": 1},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": replicas,
+            "readyReplicas": ready,
+            "updatedReplicas": replicas if updated is None else updated,
+        },
+    }
+
+
+def pod(
+    phase: str | None = None, ready: bool = False, waiting: str = "", message: str = ""
+) -> PodObservation:
+    report = None
+    if phase is not None:
+        report = RuntimeReport(
+            phase=Phase(phase),
+            provider="CPUExecutionProvider",
+            engine_cache_key="k1",
+            message=message,
+        )
+    return PodObservation(name="resnet-a", ready=ready, waiting_reason=waiting, report=report)
+
+
+@pytest.mark.parametrize(
+    ("replicas", "dep", "pods", "phase", "ready", "progressing", "engine"),
+    [
+        (2, None, [], Phase.PENDING, "False", "True", "Unknown"),
+        (2, deployment(0, 0), [], Phase.PENDING, "False", "True", "Unknown"),
+        (2, deployment(2, 0), [pod()], Phase.PENDING, "False", "True", "Unknown"),
+        (2, deployment(2, 0), [pod("Fetching"), pod()], Phase.FETCHING, "False", "True", "False"),
+        (
+            2,
+            deployment(2, 0),
+            [pod("Fetching"), pod("Building")],
+            Phase.BUILDING,
+            "False",
+            "True",
+            "False",
+        ),
+        (
+            2,
+            deployment(2, 0),
+            [pod("WarmingUp"), pod("Building")],
+            Phase.WARMING_UP,
+            "False",
+            "True",
+            "True",
+        ),
+        (
+            2,
+            deployment(2, 1),
+            [pod("Ready", True), pod("Building")],
+            Phase.DEGRADED,
+            "True",
+            "True",
+            "True",
+        ),
+        (
+            2,
+            deployment(2, 2),
+            [pod("Ready", True), pod("Ready", True)],
+            Phase.READY,
+            "True",
+            "False",
+            "True",
+        ),
+        (
+            2,
+            deployment(3, 2, 1),
+            [pod("Ready", True)] * 2 + [pod("Building")],
+            Phase.READY,
+            "True",
+            "True",
+            "True",
+        ),
+        (
+            2,
+            deployment(2, 0),
+            [pod("Failed", message="bad model")],
+            Phase.FAILED,
+            "False",
+            "False",
+            "False",
+        ),
+        (
+            2,
+            deployment(2, 0),
+            [pod(waiting="CrashLoopBackOff")],
+            Phase.FAILED,
+            "False",
+            "False",
+            "Unknown",
+        ),
+        (
+            2,
+            deployment(2, 1),
+            [pod("Ready", True), pod(waiting="ImagePullBackOff")],
+            Phase.DEGRADED,
+            "True",
+            "True",
+            "True",
+        ),
+        (0, deployment(0, 0), [], Phase.PENDING, "False", "True", "Unknown"),
+    ],
+)
+def test_phase_and_conditions(
+    replicas: int,
+    dep: dict[str, Any] | None,
+    pods: list[PodObservation],
+    phase: Phase,
+    ready: str,
+    progressing: str,
+    engine: str,
+) -> None:
+    status = compute_status(ortmodel(replicas), Observation(dep, pods), {}, T0)
+    assert status.phase is phase
+    conditions = {c.type: c for c in status.conditions}
+    assert (
+        conditions["Ready"].status,
+        conditions["Progressing"].status,
+        conditions["EngineReady"].status,
+    ) == (
+        ready,
+        progressing,
+        engine,
+    )
+    assert all(
+        c.observed_generation == 4 and c.last_transition_time == T0 for c in status.conditions
+    )
+
+
+def test_failure_message_names_the_pod_and_the_reason() -> None:
+    status = compute_status(
+        ortmodel(),
+        Observation(deployment(2, 0), [pod("Failed", message="sha256 mismatch")]),
+        {},
+        T0,
+    )
+    assert status.message == "pod resnet-a: sha256 mismatch"
+    conditions = {c.type: c for c in status.conditions}
+    assert conditions["Ready"].reason == "RuntimeFailed"
+    assert conditions["EngineReady"].message == "sha256 mismatch"
+
+
+def test_unchanged_condition_keeps_its_transition_time() -> None:
+    model = ortmodel()
+    first = compute_status(model, Observation(deployment(2, 0), [pod("Building")]), {}, T0)
+    second = compute_status(
+        model, Observation(deployment(2, 0), [pod("WarmingUp")]), status_patch(first), T1
+    )
+    times = {c.type: c.last_transition_time for c in second.conditions}
+    assert times["Ready"] == T0  # still False
+    assert times["EngineReady"] == T1  # False -> True
+    third = compute_status(
+        model, Observation(deployment(2, 2), [pod("Ready", True)]), status_patch(second), T1
+    )
+    assert {c.type: c.status for c in third.conditions}["Ready"] == "True"
+
+
+def test_counts_selector_endpoint_provider_and_engine_key() -> None:
+    status = status_patch(
+        compute_status(ortmodel(), Observation(deployment(2, 2), [pod("Ready", True)]), {}, T0)
+    )
+    assert (status["replicas"], status["readyReplicas"], status["observedGeneration"]) == (2, 2, 4)
+    assert (
+        status["selector"]
+        == "app.kubernetes.io/instance=resnet,app.kubernetes.io/name=ortkube-runtime"
+    )
+    assert status["endpoint"] == "http://resnet.ml.svc:8080/v2/models/resnet/infer"
+    assert (status["provider"], status["engineCacheKey"]) == ("CPUExecutionProvider", "k1")
+
+
+def test_provider_is_kept_while_no_pod_answers() -> None:
+    previous = {"provider": "TensorrtExecutionProvider", "engineCacheKey": "k0"}
+    status = compute_status(ortmodel(), Observation(deployment(2, 0), [pod()]), previous, T0)
+    assert (status.provider, status.engine_cache_key) == ("TensorrtExecutionProvider", "k0")
+
+
+def test_invalid_spec_status() -> None:
+    body = {"metadata": {"generation": 7}, "spec": {}}
+    status = invalid_spec_status(body, "spec.model: Field required", {}, T0)
+    assert status.phase is Phase.FAILED
+    ready = next(c for c in status.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason, ready.message, ready.observed_generation) == (
+        "False",
+        "InvalidSpec",
+        "spec.model: Field required",
+        7,
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "phase"),
+    [
+        ({"phase": "Building", "provider": "CPUExecutionProvider"}, Phase.BUILDING),
+        ({"phase": "Draining"}, None),
+        ({"nothing": 1}, None),
+    ],
+)
+def test_runtime_report_parsing(payload: dict[str, Any], phase: Phase | None) -> None:
+    report = RuntimeReport.from_json(payload)
+    assert (report.phase if report else None) is phase
+
+
+def test_observe_pod_reads_readiness_and_waiting_reason() -> None:
+    seen = observe_pod(
+        {
+            "metadata": {"name": "p"},
+            "status": {
+                "podIP": "127.0.0.5",
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {"state": {"waiting": {"reason": "CrashLoopBackOff", "message": "boom"}}}
+                ],
+            },
+        }
+    )
+    assert (seen.name, seen.ready, seen.ip, seen.waiting_reason, seen.waiting_message) == (
+        "p",
+        False,
+        "127.0.0.5",
+        "CrashLoopBackOff",
+        "boom",
+    )
