@@ -1,8 +1,10 @@
 """The OrtModel spec: defaults, camelCase, and bad specs refused with the field named."""
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from ortkube.operator.api import (
     AutoscalingMetric,
@@ -138,3 +140,13 @@ def test_name_that_cannot_name_a_service_is_refused(name: str) -> None:
 )
 def test_quantity_bytes(quantity: int | str, expected: int) -> None:
     assert quantity_bytes(quantity) == expected
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("ortmodel-*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_are_valid_ortmodels(path: Path) -> None:
+    document = yaml.safe_load(path.read_text())
+    assert (document["apiVersion"], document["kind"]) == ("ortkube.io/v1alpha1", "OrtModel")
+    parse_ortmodel(document)

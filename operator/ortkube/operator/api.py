@@ -29,7 +29,7 @@ MAX_PROFILES = 8
 MAX_INPUTS = 16
 MAX_WARMUP_SHAPES = 16
 MAX_TOLERATIONS = 16
-MAX_SECRETS = 8
+MAX_NAME = 128
 
 # A Kubernetes quantity ("8Gi", "500m", "2"); ints are accepted as plain numbers.
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
@@ -134,9 +134,21 @@ class InputRange(InputShapeRange):
         )
     )
 
+    # Bounded so the apiserver can bound the cost of the uniqueness rules that compare names.
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME, description="Model input name, as in the ONNX graph."
+    )
+
 
 class Profile(ShapeProfile):
     """One optimization profile: a shape range for every dynamic input of the model."""
+
+    name: str = Field(
+        default="default",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Profile name, unique within the model.",
+    )
 
     inputs: list[InputRange] = Field(  # type: ignore[assignment]
         min_length=1,
