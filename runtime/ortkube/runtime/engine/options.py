@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ortkube.runtime.config import Precision, RuntimeConfig
+from ortkube.runtime.config import Precision, RuntimeConfig, ShapeProfile
 from ortkube.runtime.engine.profiles import NamedShape, profile_shape_strings
 
 EP_CONTEXT_MODEL = "model_ctx.onnx"
@@ -79,6 +79,7 @@ def tensorrt_provider_options(
     *,
     dump_ep_context: bool | None = None,
     detailed_build_log: bool = False,
+    profiles: Sequence[ShapeProfile] | None = None,
 ) -> dict[str, str]:
     """TensorRT EP options that build (or load) the engine for ``cache_key`` in ``engine_dir``.
 
@@ -86,6 +87,8 @@ def tensorrt_provider_options(
     ``model_inputs_from_onnx``), to check the profiles cover every dynamic one.
     ``dump_ep_context``: write ``model_ctx.onnx`` beside the engine; defaults to
     ``config.tensorrt.ep_context`` (the builder), pass False when serving from an entry.
+    ``profiles``: the profiles this engine holds (default: all of ``config.profiles``; one
+    per engine when each profile gets its own session, see ``plan_engines``).
     """
     trt = config.tensorrt
     dump = trt.ep_context if dump_ep_context is None else dump_ep_context
@@ -118,7 +121,8 @@ def tensorrt_provider_options(
         # model's folder and stores it in the model as given: relative keeps the entry
         # relocatable (it is copied between the store and each pod's local disk).
         options["trt_engine_cache_path"] = "."
-    shapes = profile_shape_strings(config.profiles, model_inputs)
+    declared = config.profiles if profiles is None else profiles
+    shapes = profile_shape_strings(declared, model_inputs)
     if shapes is not None:
         options["trt_profile_min_shapes"] = shapes.min
         options["trt_profile_opt_shapes"] = shapes.opt
