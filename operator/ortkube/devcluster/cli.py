@@ -33,20 +33,27 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     commands.add_parser("status", help="say what runs")
     commands.add_parser("env", help="print export lines for KUBECONFIG and PATH")
     logs = commands.add_parser("logs", help="print a component's or a pod's log")
-    logs.add_argument("target", help="a component (kube-apiserver, ...) or NAMESPACE/POD")
+    logs.add_argument(
+        "target", help="a component (kube-apiserver, ...) or NAMESPACE/POD[/CONTAINER]"
+    )
     return parser
 
 
 def _logs(state_dir: Path, target: str) -> int:
-    if "/" in target:
-        namespace, pod = target.split("/", 1)
-        path = state_dir / "pods" / f"{namespace}_{pod}" / "container.log"
+    parts = target.split("/")
+    if len(parts) == 1:
+        paths = [state_dir / "logs" / f"{target}.log"]
     else:
-        path = state_dir / "logs" / f"{target}.log"
-    if not path.is_file():
-        print(f"no log at {path}", file=sys.stderr)
+        logs_dir = state_dir / "pods" / f"{parts[0]}_{parts[1]}" / "logs"
+        paths = [logs_dir / f"{parts[2]}.log"] if len(parts) > 2 else sorted(logs_dir.glob("*.log"))
+    paths = [path for path in paths if path.is_file()]
+    if not paths:
+        print(f"no log for {target!r} under {state_dir}", file=sys.stderr)
         return 1
-    sys.stdout.write(path.read_text(errors="replace"))
+    for path in paths:
+        if len(paths) > 1:
+            print(f"==> {path.stem} <==")
+        sys.stdout.write(path.read_text(errors="replace"))
     return 0
 
 
@@ -84,11 +91,11 @@ def main(argv: list[str], prog: str) -> int:
         if args.command == "status":
             return _status(state_dir)
         if args.command == "env":
-            layout = load_layout(state_dir)
-            if layout is None:
+            recorded = load_layout(state_dir)
+            if recorded is None:
                 print(f"no cluster in {state_dir}; run `{prog} up`", file=sys.stderr)
                 return 1
-            print(controlplane.render_env(layout), end="")
+            print(controlplane.render_env(recorded), end="")
             return 0
         return _logs(state_dir, args.target)
     except (BuildError, ControlPlaneError) as error:

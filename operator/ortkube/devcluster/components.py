@@ -122,5 +122,4 @@ def podrunner_argv(layout: ClusterLayout, python: Path | None = None) -> list[st
         "ortkube.devcluster.podrunner",
         f"--kubeconfig={layout.kubeconfig('admin')}",
         f"--state-dir={layout.state_dir}",
-        f"--apiserver-port={layout.ports.apiserver}",
     ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ortkube.devcluster import certs, components, kwok, processes
+from ortkube.devcluster import certs, components, kubeclient, kwok, processes
 from ortkube.devcluster.build import is_cached
 from ortkube.devcluster.health import (
     ControlPlaneError,
@@ -66,23 +66,22 @@ def _step(
 
 def api_client(layout: ClusterLayout) -> Any:
     """A kubernetes ApiClient authenticated as the admin."""
-    from kubernetes import config
-
-    return config.new_client_from_config(config_file=str(layout.kubeconfig("admin")))
+    return kubeclient.api_client(layout.kubeconfig("admin"))
 
 
 def _node_ready(layout: ClusterLayout, names: list[str]) -> Callable[[], bool]:
     from kubernetes import client
 
-    core = client.CoreV1Api(api_client(layout))
+    core = kubeclient.core_api(api_client(layout))
 
     def check() -> bool:
         for name in names:
             try:
-                node = core.read_node(name)
+                node = kubeclient.body(core.read_node(name, _preload_content=False))
             except client.ApiException:
                 return False
-            conditions = {c.type: c.status for c in (node.status.conditions or [])}
+            rows = node.get("status", {}).get("conditions") or []
+            conditions = {c["type"]: c["status"] for c in rows}
             if conditions.get("Ready") != "True":
                 return False
         return True
@@ -93,11 +92,13 @@ def _node_ready(layout: ClusterLayout, names: list[str]) -> Callable[[], bool]:
 def _create_fake_nodes(layout: ClusterLayout, options: UpOptions) -> list[str]:
     from kubernetes import client
 
-    core = client.CoreV1Api(api_client(layout))
+    core = kubeclient.core_api(api_client(layout))
     names = kwok.fake_node_names(options.fake_nodes)
     for name in names:
         try:
-            core.create_node(kwok.render_fake_gpu_node(name, options.fake_node_gpus))
+            core.create_node(
+                kwok.render_fake_gpu_node(name, options.fake_node_gpus), _preload_content=False
+            )
         except client.ApiException as error:
             if error.status != 409:  # already there from an earlier `up`: keep it
                 raise
@@ -162,8 +163,9 @@ def down(state_dir: Path, quiet: bool = False) -> list[str]:
     pods_dir = state_dir / "pods"
     if pods_dir.is_dir():
         for pod_dir in sorted(pods_dir.iterdir()):
-            if processes.stop(pod_dir, "container", grace_s=5.0):
-                stopped.append(f"pod/{pod_dir.name}")
+            for container in processes.recorded_names(pod_dir):
+                if processes.stop(pod_dir, container, grace_s=5.0):
+                    stopped.append(f"pod/{pod_dir.name}/{container}")
     if stopped or not quiet:
         log_event("down.done", state_dir=state_dir, stopped=",".join(stopped) or "nothing")
     return stopped

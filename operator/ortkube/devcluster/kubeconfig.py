@@ -29,6 +29,33 @@ def render_kubeconfig(
     return yaml.safe_dump(config, sort_keys=False)
 
 
+def render_token_kubeconfig(server: str, ca_file: Path, token_file: Path, namespace: str) -> str:
+    """A kubeconfig that authenticates with a (refreshed) service-account token file."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "in-cluster",
+                "cluster": {"server": server, "certificate-authority": str(ca_file)},
+            }
+        ],
+        "users": [{"name": "service-account", "user": {"tokenFile": str(token_file)}}],
+        "contexts": [
+            {
+                "name": "in-cluster",
+                "context": {
+                    "cluster": "in-cluster",
+                    "user": "service-account",
+                    "namespace": namespace,
+                },
+            }
+        ],
+        "current-context": "in-cluster",
+    }
+    return yaml.safe_dump(config, sort_keys=False)
+
+
 def write_kubeconfig(path: Path, server: str, pki: Path, client: str) -> Path:
     """Write the kubeconfig of ``client`` (a stem of certs.CLIENTS) to ``path``."""
     text = render_kubeconfig(server, pki / "ca.crt", pki / f"{client}.crt", pki / f"{client}.key")

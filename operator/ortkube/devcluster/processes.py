@@ -78,7 +78,18 @@ def start(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> int:
-    """Start ``argv`` detached in a new session (so it is its own process group), log to file."""
+    """Start ``argv`` detached in a new session (so it is its own process group); its pid."""
+    return spawn(state_dir, name, argv, env, cwd).pid
+
+
+def spawn(
+    state_dir: Path,
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.Popen[bytes]:
+    """Like start(), but hands back the Popen (for a parent that wants the exit code)."""
     log_path = log_file(state_dir, name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path = pid_file(state_dir, name)
@@ -96,7 +107,7 @@ def start(
         )
     pid_path.write_text(f"{proc.pid} {_start_ticks(proc.pid)}\n")
     log_event("process.start", component=name, pid=proc.pid, log=log_path)
-    return proc.pid
+    return proc
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -150,6 +161,11 @@ def stop(state_dir: Path, name: str, grace_s: float = 10.0) -> bool:
         log_event("process.stop", component=name, pid=pid)
     pid_file(state_dir, name).unlink(missing_ok=True)
     return was_running
+
+
+def recorded_names(state_dir: Path) -> list[str]:
+    """Every component with a pid file in ``state_dir``."""
+    return sorted(p.stem for p in (state_dir / "run").glob("*.pid"))
 
 
 def running(state_dir: Path, name: str) -> int | None:

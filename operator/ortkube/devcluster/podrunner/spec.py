@@ -15,6 +15,22 @@ from typing import Any
 
 from ortkube.devcluster.podrunner.expansion import expand, rewrite_mount_paths
 
+__all__ = [
+    "ContainerConfigError",
+    "Lookups",
+    "Mount",
+    "container_argv",
+    "container_env",
+    "container_mounts",
+    "field_ref",
+    "mount_pairs",
+    "process_env",
+    "resolve_executable",
+    "rewrite_mount_paths",
+    "search_path",
+    "volume_dir",
+]
+
 Pod = dict[str, Any]
 # (namespace, name, key) -> value, or None when the object or the key does not exist.
 KeyLookup = Callable[[str, str, str], str | None]
@@ -148,8 +164,10 @@ def volume_dir(pod_dir: Path, volumes_dir: Path, namespace: str, volume: dict[st
     """Where a volume's files live: per pod, except claims (shared by every pod, like RWX)."""
     claim = volume.get("persistentVolumeClaim")
     if claim:
-        return volumes_dir / namespace / claim["claimName"]
-    return pod_dir / "volumes" / volume["name"]
+        return volumes_dir / namespace / str(claim["claimName"])
+    if volume.get("hostPath"):
+        return Path(volume["hostPath"]["path"])
+    return pod_dir / "volumes" / str(volume["name"])
 
 
 def container_mounts(

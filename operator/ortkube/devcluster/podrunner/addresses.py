@@ -1,0 +1,43 @@
+"""Loopback addresses for pods: each pod gets its own 127.x.y.z, unique while it lives."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+
+# 127.0.0.0/8 answers on every Linux host without setup; skip 127.0.0.x (services live there).
+FIRST = ipaddress.IPv4Address("127.1.0.1")
+LAST = ipaddress.IPv4Address("127.255.255.254")
+
+
+class AddressPool:
+    """Hands out one address per pod uid; released addresses are reused last."""
+
+    def __init__(self, first: ipaddress.IPv4Address = FIRST, last: ipaddress.IPv4Address = LAST):
+        self._next = int(first)
+        self._last = int(last)
+        self._by_uid: dict[str, str] = {}
+        self._free: list[str] = []
+        self._lock = threading.Lock()
+
+    def allocate(self, uid: str) -> str:
+        """The pod's address (the same one again for the same uid)."""
+        with self._lock:
+            if uid in self._by_uid:
+                return self._by_uid[uid]
+            if self._next <= self._last:
+                address = str(ipaddress.IPv4Address(self._next))
+                self._next += 1
+            elif self._free:
+                address = self._free.pop(0)
+            else:
+                raise RuntimeError("no loopback addresses left for pods")
+            self._by_uid[uid] = address
+            return address
+
+    def release(self, uid: str) -> None:
+        """Give the pod's address back."""
+        with self._lock:
+            address = self._by_uid.pop(uid, None)
+            if address is not None:
+                self._free.append(address)
