@@ -163,8 +163,12 @@ class NodeAgent:
 
         lease = render_lease(self._node)
         try:
-            self._coordination.replace_namespaced_lease(
-                self._name, LEASE_NAMESPACE, lease, _preload_content=False
+            self._coordination.patch_namespaced_lease(
+                self._name,
+                LEASE_NAMESPACE,
+                {"spec": lease["spec"]},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
             )
         except client.ApiException as error:
             if error.status != 404:
