@@ -40,6 +40,13 @@ def test_minimal_spec_gets_defaults() -> None:
     assert spec.engine_cache.build_timeout_seconds == 1800
 
 
+def test_warmup_outside_profiles_is_fine_with_fallback() -> None:
+    spec = {"profiles": [PROFILE], "warmup": {"shapes": [{"x": [16, 3]}]}, "outOfRange": "fallback"}
+    parse_ortmodel(body({"model": MODEL, **spec}))
+    inside = {"profiles": [PROFILE], "warmup": {"shapes": [{"x": [8, 3], "other": [1]}]}}
+    parse_ortmodel(body({"model": MODEL, **inside}))
+
+
 def test_camel_case_keys_map_to_plain_names() -> None:
     spec = OrtModelSpec.model_validate(
         {
@@ -117,6 +124,10 @@ def test_camel_case_keys_map_to_plain_names() -> None:
             "spec.engineCache: credentialsSecret needs uri",
         ),
         ({"model": MODEL, "resources": {"memory": "lots"}}, "spec.resources.memory"),
+        (
+            {"model": MODEL, "profiles": [PROFILE], "warmup": {"shapes": [{"x": [16, 3]}]}},
+            "spec: warmup.shapes[0] {'x': [16, 3]} lies outside every profile",
+        ),
         ({"model": MODEL, "tensorrt": {"builderOptimizationLevel": 9}}, "spec.tensorrt.builder"),
         ({"model": MODEL, "replica": 2}, "spec.replica: Extra inputs are not permitted"),
         ({"model": MODEL, "port": 80}, "spec.port: Input should be greater than or equal to 1024"),

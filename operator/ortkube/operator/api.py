@@ -35,7 +35,7 @@ MAX_NAME = 128
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkMGTPE]|[KMGTPE]i)?$"
 Quantity = Annotated[
     int | str,
-    Field(json_schema_extra={"x-kubernetes-int-or-string": True}),
+    Field(json_schema_extra={"x-kubernetes-int-or-string": True, "pattern": QUANTITY_PATTERN}),
 ]
 # Children are named after the model (Service included, which needs a DNS-1035 label), and the
 # longest suffix is "-engine-cache" (13 characters) within the 63-character label limit.
@@ -397,6 +397,20 @@ class Scheduling(ApiModel):
 # --- the whole spec ---------------------------------------------------------------------------
 
 
+def _fits(shape: dict[str, list[int]], profile: Profile) -> bool:
+    """Whether every input of a warm-up shape lies within the profile's range for it."""
+    ranges = {r.name: r for r in profile.inputs}
+    for name, dims in shape.items():
+        bounds = ranges.get(name)
+        if bounds is None:
+            continue
+        if len(dims) != len(bounds.min):
+            return False
+        if not all(lo <= d <= hi for lo, d, hi in zip(bounds.min, dims, bounds.max, strict=True)):
+            return False
+    return True
+
+
 class Provider(StrEnum):
     """ONNX Runtime execution providers the runtime knows how to configure."""
 
@@ -503,6 +517,20 @@ class OrtModelSpec(ApiModel):
         if len(set(names)) != len(names):
             raise ValueError(f"profile names must be unique, got {names}")
         return profiles
+
+    @model_validator(mode="after")
+    def _warmup_within_profiles(self) -> OrtModelSpec:
+        # The runtime refuses a warm-up request outside every profile and the pod never gets
+        # ready; say so now. (Too costly for CEL: it walks shapes x profiles x inputs x dims.)
+        if not self.profiles or self.out_of_range is OutOfRangePolicy.FALLBACK:
+            return self
+        for index, shape in enumerate(self.warmup.shapes):
+            if not any(_fits(shape, profile) for profile in self.profiles):
+                raise ValueError(
+                    f"warmup.shapes[{index}] {shape} lies outside every profile "
+                    "(outOfRange: reject would refuse it)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _cpu_for_cpu_metric(self) -> OrtModelSpec:

@@ -57,12 +57,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     }
     reconcilers: list[Reconciler] = []
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # A registry of our own gets none of kopf's default login handlers.
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=registry, id="start")
     async def start(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure_kopf(settings)
         reconcilers.append(Reconciler(KubeApi(load_configuration()), _http(), config))
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="stop")
     async def stop(**_: Any) -> None:
         for reconciler in reconcilers:
             await reconciler.close()
@@ -76,20 +84,20 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             publish(outcome, body, patch)
         return outcome
 
-    @kopf.on.resume(**resource)
-    @kopf.on.create(**resource)
-    @kopf.on.update(**resource)
+    @kopf.on.resume(**resource, id="reconcile")
+    @kopf.on.create(**resource, id="reconcile")
+    @kopf.on.update(**resource, id="reconcile")
     async def reconcile_on_change(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         outcome = await reconcile(body, patch)
         if outcome is not None and outcome.invalid_spec:
             kopf.warn(body, reason="InvalidSpec", message=outcome.invalid_spec)
             raise kopf.PermanentError(outcome.invalid_spec)
 
-    @kopf.timer(**resource, interval=config.resync_interval_s, sharp=False)
+    @kopf.timer(**resource, id="resync", interval=config.resync_interval_s)
     async def reconcile_periodically(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         await reconcile(body, patch)
 
-    @kopf.on.delete(**resource, optional=True)
+    @kopf.on.delete(**resource, id="forget", optional=True)
     async def forget(uid: str, **_: Any) -> None:
         for reconciler in reconcilers:
             reconciler.forget(uid)
