@@ -173,7 +173,7 @@ class ServerConfig(StrictModel):
     max_concurrency: int = Field(
         default=0,
         ge=0,
-        description="Inference runs at once (0: one per two cores, at least one).",
+        description="Inference runs at once (0: one per core).",
     )
     intra_op_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per run (0: cores / concurrency)."

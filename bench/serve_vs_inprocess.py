@@ -1,0 +1,243 @@
+"""Throughput of ``ortkube serve`` against onnxruntime called in-process, in one run.
+
+An MLP large enough that compute dominates (6 x 1024-wide MatMul+Relu, batch 32), binary
+tensors, 4 concurrent clients. Three rows, side by side on the same machine and model:
+in-process onnxruntime (the ceiling), a bare aiohttp server with no validation (a reference
+for HTTP overhead alone), and ``ortkube serve``. The table goes to bench/results/.
+
+Usage: python bench/serve_vs_inprocess.py [--seconds 10] [--clients 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import aiohttp
+import numpy as np
+import onnxruntime as ort
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests import onnx_models  # noqa: E402
+from tests.runtime_process import ServeProcess, free_port  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "serve_vs_inprocess.md"
+BATCH, WIDTH, LAYERS = 32, 1024, 6
+
+
+def in_process_throughput(model_path: Path, seconds: float, threads: int, workers: int) -> float:
+    """Inferences per second with ``workers`` threads calling one session in a loop."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    feeds = {"x": np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32)}
+    session.run(None, feeds)
+    count = 0
+    lock = threading.Lock()
+    deadline = time.perf_counter() + seconds
+
+    def loop() -> None:
+        nonlocal count
+        done = 0
+        while time.perf_counter() < deadline:
+            session.run(None, feeds)
+            done += 1
+        with lock:
+            count += done
+
+    started = time.perf_counter()
+    pool = [threading.Thread(target=loop) for _ in range(workers)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    return count / (time.perf_counter() - started)
+
+
+def binary_request() -> tuple[bytes, dict[str, str]]:
+    data = np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32).tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "datatype": "FP32",
+                    "shape": [BATCH, WIDTH],
+                    "parameters": {"binary_data_size": len(data)},
+                }
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    return header + data, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
+
+
+async def _post_loop(
+    host: str, port: int, request: bytes, deadline: float, counts: list[int]
+) -> None:
+    """One keep-alive connection sending the same pre-encoded request until the deadline.
+
+    A raw HTTP/1.1 client: the load generator shares the two cores with the server, so it
+    must cost as little CPU as possible (as wrk would) or it measures itself.
+    """
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        while time.perf_counter() < deadline:
+            writer.write(request)
+            status_line = await reader.readline()
+            if b" 200 " not in status_line:
+                raise RuntimeError(f"server answered {status_line!r}")
+            length = 0
+            while (line := await reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            await reader.readexactly(length)
+            counts[0] += 1
+    finally:
+        writer.close()
+
+
+async def http_throughput(url: str, seconds: float, clients: int) -> float:
+    """Requests per second from ``clients`` concurrent keep-alive connections."""
+    body, headers = binary_request()
+    parsed = urlparse(url)
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (
+        f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
+    await _post_loop(host, port, request, time.perf_counter() + 0.5, [0])  # warm up
+    counts = [0]
+    started = time.perf_counter()
+    deadline = started + seconds
+    await asyncio.gather(
+        *(_post_loop(host, port, request, deadline, counts) for _ in range(clients))
+    )
+    return counts[0] / (time.perf_counter() - started)
+
+
+BARE_SERVER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from concurrent.futures import ThreadPoolExecutor
+    import numpy as np, onnxruntime as ort
+    from aiohttp import web
+    options = ort.SessionOptions(); options.intra_op_num_threads = int(sys.argv[3])
+    session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+    pool = ThreadPoolExecutor(1)
+    async def infer(request):
+        body = await request.read()
+        n = int(request.headers["Inference-Header-Content-Length"])
+        header = json.loads(body[:n])
+        shape = header["inputs"][0]["shape"]
+        x = np.frombuffer(body, np.float32, offset=n).reshape(shape)
+        loop = asyncio.get_running_loop()
+        (y,) = await loop.run_in_executor(pool, session.run, None, {"x": x})
+        out = json.dumps({"outputs": [{"name": "y", "datatype": "FP32", "shape": list(y.shape),
+                          "parameters": {"binary_data_size": y.nbytes}}]}).encode()
+        return web.Response(body=out + y.tobytes(),
+                            headers={"Inference-Header-Content-Length": str(len(out))})
+    app = web.Application(client_max_size=1 << 26)
+    app.router.add_post("/v2/models/mlp/infer", infer)
+    web.run_app(app, host="127.0.0.1", port=int(sys.argv[2]), print=None, access_log=None)
+    """
+)
+
+
+async def bare_server_throughput(
+    model_path: Path, seconds: float, clients: int, threads: int
+) -> float:
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", BARE_SERVER, str(model_path), str(port), str(threads)
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/v2/models/mlp/infer"
+        for _ in range(200):
+            try:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(f"http://127.0.0.1:{port}/"),
+                ):
+                    break
+            except aiohttp.ClientConnectionError:
+                await asyncio.sleep(0.05)
+        return await http_throughput(url, seconds, clients)
+    finally:
+        process.terminate()
+        await process.wait()
+
+
+async def ortkube_throughput(
+    model_path: Path, workdir: Path, seconds: float, clients: int
+) -> float:
+    server = ServeProcess({"name": "mlp", "model": {"uri": str(model_path)}}, workdir)
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        return await http_throughput(f"{server.base_url}/v2/models/mlp/infer", seconds, clients)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=4)
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as temp:
+        workdir = Path(temp)
+        model = onnx_models.mlp(
+            width=WIDTH, layers=LAYERS - 1, in_features=WIDTH, out_features=WIDTH, seed=1
+        )
+        model_path = onnx_models.save(model, workdir / "mlp.onnx")
+        rows: list[tuple[str, float]] = []
+        # The ceiling: the best of one caller using every core and one caller per core.
+        sequential = in_process_throughput(model_path, args.seconds, cores, 1)
+        parallel = in_process_throughput(model_path, args.seconds, 1, cores)
+        ceiling = max(sequential, parallel)
+        rows.append((f"in-process onnxruntime, 1 caller x {cores} threads", sequential))
+        rows.append((f"in-process onnxruntime, {cores} callers x 1 thread", parallel))
+        bare = asyncio.run(bare_server_throughput(model_path, args.seconds, args.clients, cores))
+        rows.append(("bare aiohttp server, no validation", bare))
+        ours = asyncio.run(ortkube_throughput(model_path, workdir, args.seconds, args.clients))
+        rows.append(("ortkube serve", ours))
+    lines = [
+        "# ortkube serve vs in-process onnxruntime",
+        "",
+        f"MLP {LAYERS} x {WIDTH}-wide MatMul+Relu, FP32, batch {BATCH}, binary tensors, "
+        f"{args.clients} concurrent clients on the same machine, {args.seconds:.0f} s per row.",
+        f"Machine: {platform.processor() or platform.machine()}, {cores} cores, "
+        f"onnxruntime {ort.__version__}, CPUExecutionProvider. "
+        f"Ratio: throughput / best in-process row.",
+        "",
+        "| setup | inferences/s | ratio |",
+        "| --- | ---: | ---: |",
+        *(f"| {name} | {value:.1f} | {value / ceiling:.2f} |" for name, value in rows),
+        "",
+    ]
+    table = "\n".join(lines)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(table)
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
