@@ -15,6 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("ortkube.devcluster.cli", "build and run a local Kubernetes control plane"),
     "operator": ("ortkube.operator.cli", "run the operator that serves OrtModels"),
     "crd": ("ortkube.operator.crd", "print (or --write) the OrtModel CRD"),
+    "engine": ("ortkube.runtime.engine.cli", "build, fetch or inspect cached TensorRT engines"),
 }
 
 
