@@ -1,0 +1,260 @@
+"""The S3 store against a real S3-speaking HTTP server (moto's server mode) on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ortkube.runtime.engine.environment import EngineEnvironment
+from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
+from ortkube.runtime.engine.fetch_or_build import BuildSpec, fetch_or_build
+from ortkube.runtime.engine.manifest import EngineManifest, make_manifest
+from ortkube.runtime.engine.s3_store import S3Store, parse_s3_uri
+from ortkube.runtime.engine.store import open_store
+
+KEY = "trt-0123456789ab-fp16-sm90-0011223344556677"
+ENV = EngineEnvironment(
+    ort_version="1.31.0", providers=("CPUExecutionProvider",), device="cpu", host="test"
+)
+SPAWN = multiprocessing.get_context("spawn")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """A moto S3 server on 127.0.0.1, one per module."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def s3_env(endpoint: str) -> dict[str, str]:
+    return {
+        "ORTKUBE_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test-key",
+        "AWS_SECRET_ACCESS_KEY": "test-secret",
+        "AWS_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture
+def bucket_uri(s3_endpoint: str) -> str:
+    """A fresh bucket for each test, with a prefix."""
+    store = S3Store.from_env("s3://unused", Path("/nonexistent"), s3_env(s3_endpoint))
+    name = f"engines-{uuid.uuid4().hex[:12]}"
+    store.client.create_bucket(Bucket=name)
+    return f"s3://{name}/team/a"
+
+
+@pytest.fixture
+def store(bucket_uri: str, s3_endpoint: str, tmp_path: Path) -> S3Store:
+    return S3Store.from_env(bucket_uri, tmp_path / "local", s3_env(s3_endpoint))
+
+
+def built_dir(root: Path, payload: bytes = b"engine-bytes") -> tuple[Path, EngineManifest]:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sub").mkdir(exist_ok=True)
+    (root / "sub" / "model.engine").write_bytes(payload)
+    (root / "model_ctx.onnx").write_bytes(b"ctx:" + payload[:8])
+    return root, make_manifest(KEY, "tensorrt", root, ENV, build_seconds=2.0)
+
+
+def object_keys(store: S3Store) -> list[str]:
+    answer = store.client.list_objects_v2(Bucket=store.bucket, Prefix=store.prefix)
+    return sorted(item["Key"] for item in answer.get("Contents", []))
+
+
+def test_uri_parsing_and_open_store_pick_the_s3_store(s3_endpoint: str, tmp_path: Path) -> None:
+    assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
+    assert parse_s3_uri("s3://bucket") == ("bucket", "")
+    with pytest.raises(EngineCacheError, match="expected s3://bucket"):
+        parse_s3_uri("s3:///nobucket")
+    os.environ.update(s3_env(s3_endpoint))
+    try:
+        opened = open_store("s3://b/p", tmp_path)
+    finally:
+        for name in s3_env(s3_endpoint):
+            os.environ.pop(name)
+    assert isinstance(opened, S3Store)
+    assert opened.uri == "s3://b/p"
+
+
+def test_put_uploads_files_then_manifest_and_get_downloads_verified_copy(
+    store: S3Store, tmp_path: Path
+) -> None:
+    store.put(KEY, *built_dir(tmp_path / "build"))
+    keys = object_keys(store)
+    assert f"team/a/entries/{KEY}/manifest.json" in keys
+    assert sum("/blobs/" in k for k in keys) == 2
+    entry = store.get(KEY)
+    assert entry == tmp_path / "local" / KEY
+    assert (entry / "sub" / "model.engine").read_bytes() == b"engine-bytes"
+    assert [m.key for m in store.list()] == [KEY]
+    assert store.list()[0].built_by.build_seconds == 2.0
+
+
+def test_a_verified_local_copy_is_reused_without_downloading(
+    store: S3Store, tmp_path: Path
+) -> None:
+    store.put(KEY, *built_dir(tmp_path / "build"))
+    first = store.get(KEY)
+    assert first is not None
+    store.client.delete_object(Bucket=store.bucket, Key=f"team/a/entries/{KEY}/manifest.json")
+    assert store.get(KEY) == first
+
+
+def test_upload_without_manifest_is_a_partial_entry_and_a_miss(
+    store: S3Store, tmp_path: Path
+) -> None:
+    store.client.put_object(
+        Bucket=store.bucket, Key=f"team/a/entries/{KEY}/blobs/dead/model.engine", Body=b"x"
+    )
+    assert store.get(KEY) is None
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("damage", ["overwrite", "remove"])
+def test_corrupt_or_missing_blob_is_logged_removed_and_a_miss(
+    store: S3Store, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    store.put(KEY, *built_dir(tmp_path / "build"))
+    blob = next(k for k in object_keys(store) if k.endswith("sub/model.engine"))
+    if damage == "overwrite":
+        store.client.put_object(Bucket=store.bucket, Key=blob, Body=b"bit rot!!!!!")
+    else:
+        store.client.delete_object(Bucket=store.bucket, Key=blob)
+    with caplog.at_level(logging.WARNING, logger="ortkube.runtime.engine"):
+        assert store.get(KEY) is None
+    assert "event=engine_entry_corrupt" in caplog.text
+    assert object_keys(store) == []
+    assert not (tmp_path / "local" / KEY).exists()
+
+
+def test_unreadable_manifest_is_a_miss_and_removed(store: S3Store) -> None:
+    store.client.put_object(
+        Bucket=store.bucket, Key=f"team/a/entries/{KEY}/manifest.json", Body=b"{nope"
+    )
+    assert store.get(KEY) is None
+    assert object_keys(store) == []
+
+
+def test_concurrent_puts_commit_one_manifest_and_losers_remove_their_files(
+    store: S3Store, tmp_path: Path
+) -> None:
+    sources = [built_dir(tmp_path / f"b{i}", f"payload-{i}".encode() * 500) for i in range(5)]
+    barrier = threading.Barrier(len(sources))
+    errors: list[BaseException] = []
+
+    def put(source: Path, manifest: EngineManifest) -> None:
+        barrier.wait()
+        try:
+            store.put(KEY, source, manifest)
+        except BaseException as error:  # collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=put, args=s) for s in sources]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    put_ids = {k.split("/blobs/")[1].split("/")[0] for k in object_keys(store) if "/blobs/" in k}
+    assert len(put_ids) == 1
+    entry = store.get(KEY)
+    assert entry is not None
+    payload = (entry / "sub" / "model.engine").read_bytes()
+    assert (entry / "model_ctx.onnx").read_bytes() == b"ctx:" + payload[:8]
+
+
+def test_delete_removes_manifest_blobs_and_local_copy(store: S3Store, tmp_path: Path) -> None:
+    store.put(KEY, *built_dir(tmp_path / "build"))
+    assert store.get(KEY) is not None
+    store.delete(KEY)
+    assert object_keys(store) == []
+    assert store.get(KEY) is None
+
+
+def test_lock_uses_conditional_writes_exclusive_renewable_stealable_when_expired(
+    store: S3Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = store.try_lock(KEY, "pod-a/1", ttl_s=0.5)
+    assert first is not None
+    assert first.version
+    assert store.try_lock(KEY, "pod-b/1", ttl_s=0.5) is None
+    renewed = store.renew_lock(first, ttl_s=0.5)
+    assert renewed.version != first.version
+    # The superseded version can no longer renew or release.
+    with pytest.raises(EngineLockLost):
+        store.renew_lock(first, ttl_s=0.5)
+    time.sleep(0.6)
+    with caplog.at_level(logging.WARNING, logger="ortkube.runtime.engine"):
+        stolen = store.try_lock(KEY, "pod-b/1", ttl_s=30)
+    assert stolen is not None
+    assert "event=engine_lock_expired" in caplog.text
+    with pytest.raises(EngineLockLost, match="now held by pod-b/1"):
+        store.renew_lock(renewed, ttl_s=30)
+    store.release_lock(renewed)
+    holder = store.read_lock(KEY)
+    assert holder is not None
+    assert holder.owner == "pod-b/1"
+    store.release_lock(stolen)
+    assert store.read_lock(KEY) is None
+
+
+def s3_contender(uri: str, env: dict[str, str], local: str, result: str, start: Any) -> None:
+    """One replica against the S3 store: fetch or build, record the bytes it got."""
+    store = S3Store.from_env(uri, Path(local), env)
+
+    def build(out: Path) -> None:
+        time.sleep(1.0)
+        (out / "model.engine").write_bytes(os.urandom(2048))
+
+    start.wait()
+    fetched = fetch_or_build(
+        store,
+        KEY,
+        build,
+        BuildSpec("tensorrt", ENV, {}),
+        timeout_s=60,
+        lock_ttl_s=3.0,
+        poll_interval_s=0.1,
+    )
+    digest = hashlib.sha256((fetched.path / "model.engine").read_bytes()).hexdigest()
+    Path(result).write_text(json.dumps({"built": fetched.built, "sha": digest}))
+
+
+def test_processes_sharing_a_bucket_build_once_and_get_the_same_bytes(
+    bucket_uri: str, s3_endpoint: str, tmp_path: Path
+) -> None:
+    start = SPAWN.Event()
+    results = [tmp_path / f"r{i}.json" for i in range(3)]
+    workers = [
+        SPAWN.Process(
+            target=s3_contender,
+            args=(bucket_uri, s3_env(s3_endpoint), str(tmp_path / f"pod{i}"), str(r), start),
+        )
+        for i, r in enumerate(results)
+    ]
+    for worker in workers:
+        worker.start()
+    start.set()
+    for worker in workers:
+        worker.join(timeout=120)
+        assert worker.exitcode == 0
+    outcomes = [json.loads(r.read_text()) for r in results]
+    assert sum(o["built"] for o in outcomes) == 1
+    assert len({o["sha"] for o in outcomes}) == 1
