@@ -185,7 +185,7 @@ def test_waiting_logs_progress_lines_with_key_holder_and_waited_seconds(
     lines = [r.getMessage() for r in caplog.records if "event=engine_wait" in r.getMessage()]
     assert lines
     assert f"key={KEY}" in lines[0]
-    assert f"holder=" in lines[0] and f"/{builder.pid}" in lines[0]
+    assert "holder=" in lines[0] and f"/{builder.pid}" in lines[0]
     assert "waited_s=" in lines[0]
     assert raised.value.key == KEY
     assert raised.value.holder is not None
