@@ -37,11 +37,13 @@ RESULTS = ROOT / "bench" / "results" / "serve_vs_inprocess.md"
 BATCH, WIDTH, LAYERS = 32, 1024, 6
 
 
-def in_process_throughput(model_path: Path, seconds: float, threads: int, workers: int) -> float:
+def in_process_throughput(
+    model_path: Path, seconds: float, threads: int, workers: int, provider: str
+) -> float:
     """Inferences per second with ``workers`` threads calling one session in a loop."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(model_path), options, providers=[provider])
     feeds = {"x": np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32)}
     session.run(None, feeds)
     count = 0
@@ -140,7 +142,7 @@ BARE_SERVER = textwrap.dedent(
     import numpy as np, onnxruntime as ort
     from aiohttp import web
     options = ort.SessionOptions(); options.intra_op_num_threads = int(sys.argv[3])
-    session = ort.InferenceSession(sys.argv[1], options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(sys.argv[1], options, providers=[sys.argv[4]])
     pool = ThreadPoolExecutor(1)
     async def infer(request):
         body = await request.read()
@@ -162,11 +164,11 @@ BARE_SERVER = textwrap.dedent(
 
 
 async def bare_server_throughput(
-    model_path: Path, seconds: float, clients: int, threads: int
+    model_path: Path, seconds: float, clients: int, threads: int, provider: str
 ) -> float:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BARE_SERVER, str(model_path), str(port), str(threads)
+        sys.executable, "-c", BARE_SERVER, str(model_path), str(port), str(threads), provider
     )
     try:
         url = f"http://127.0.0.1:{port}/v2/models/mlp/infer"
@@ -186,9 +188,10 @@ async def bare_server_throughput(
 
 
 async def ortkube_throughput(
-    model_path: Path, workdir: Path, seconds: float, clients: int
+    model_path: Path, workdir: Path, seconds: float, clients: int, provider: str
 ) -> float:
-    server = ServeProcess({"name": "mlp", "model": {"uri": str(model_path)}}, workdir)
+    config = {"name": "mlp", "model": {"uri": str(model_path)}, "providers": [provider]}
+    server = ServeProcess(config, workdir)
     try:
         await asyncio.to_thread(server.wait_ready)
         return await http_throughput(f"{server.base_url}/v2/models/mlp/infer", seconds, clients)
@@ -200,7 +203,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--provider", default="CPUExecutionProvider")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    provider = args.provider
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as temp:
         workdir = Path(temp)
@@ -210,14 +216,18 @@ def main() -> None:
         model_path = onnx_models.save(model, workdir / "mlp.onnx")
         rows: list[tuple[str, float]] = []
         # The ceiling: the best of one caller using every core and one caller per core.
-        sequential = in_process_throughput(model_path, args.seconds, cores, 1)
-        parallel = in_process_throughput(model_path, args.seconds, 1, cores)
+        sequential = in_process_throughput(model_path, args.seconds, cores, 1, provider)
+        parallel = in_process_throughput(model_path, args.seconds, 1, cores, provider)
         ceiling = max(sequential, parallel)
         rows.append((f"in-process onnxruntime, 1 caller x {cores} threads", sequential))
         rows.append((f"in-process onnxruntime, {cores} callers x 1 thread", parallel))
-        bare = asyncio.run(bare_server_throughput(model_path, args.seconds, args.clients, cores))
+        bare = asyncio.run(
+            bare_server_throughput(model_path, args.seconds, args.clients, cores, provider)
+        )
         rows.append(("bare aiohttp server, no validation", bare))
-        ours = asyncio.run(ortkube_throughput(model_path, workdir, args.seconds, args.clients))
+        ours = asyncio.run(
+            ortkube_throughput(model_path, workdir, args.seconds, args.clients, provider)
+        )
         rows.append(("ortkube serve", ours))
     lines = [
         "# ortkube serve vs in-process onnxruntime",
@@ -225,7 +235,7 @@ def main() -> None:
         f"MLP {LAYERS} x {WIDTH}-wide MatMul+Relu, FP32, batch {BATCH}, binary tensors, "
         f"{args.clients} concurrent clients on the same machine, {args.seconds:.0f} s per row.",
         f"Machine: {platform.processor() or platform.machine()}, {cores} cores, "
-        f"onnxruntime {ort.__version__}, CPUExecutionProvider. "
+        f"onnxruntime {ort.__version__}, {provider}. "
         f"Ratio: throughput / best in-process row.",
         "",
         "| setup | inferences/s | ratio |",
@@ -234,8 +244,8 @@ def main() -> None:
         "",
     ]
     table = "\n".join(lines)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(table)
     print(table)
 
 

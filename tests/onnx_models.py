@@ -34,8 +34,9 @@ def mlp(
     out_features: int = 3,
     dtype: type[np.floating] = np.float32,
     seed: int = 0,
+    batch_dims: int = 1,
 ) -> onnx.ModelProto:
-    """``y = relu(...relu(x @ W0) @ W1...) @ Wn``, with a dynamic batch dimension."""
+    """``y = relu(...relu(x @ W0) @ W1...) @ Wn``, with ``batch_dims`` leading dynamic dims."""
     rng = np.random.default_rng(seed)
     elem = helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
     sizes = [in_features] + [width] * layers + [out_features]
@@ -52,11 +53,12 @@ def mlp(
         else:
             current = matmul
     nodes.append(helper.make_node("Identity", [current], ["y"]))
+    leading = ["batch", "seq", "extra"][:batch_dims]
     graph = helper.make_graph(
         nodes,
         "mlp",
-        [helper.make_tensor_value_info("x", elem, ["batch", in_features])],
-        [helper.make_tensor_value_info("y", elem, ["batch", out_features])],
+        [helper.make_tensor_value_info("x", elem, [*leading, in_features])],
+        [helper.make_tensor_value_info("y", elem, [*leading, out_features])],
         initializer=inits,
     )
     return _model(graph)

@@ -29,6 +29,7 @@ from ortkube.runtime.providers import (
     create_session,
     default_threads,
     plan_providers,
+    preload_gpu_libraries,
     probe_libraries,
     session_options,
 )
@@ -144,6 +145,7 @@ class ModelHost:
     def _create_sessions(self, model_path: str) -> LoadedModel:
         config = self.config
         requested = config.providers
+        preload_gpu_libraries(requested)
         plan = plan_providers(requested, ort.get_available_providers(), probe_libraries(requested))
         for name, reason in plan.dropped.items():
             log.warning("event=provider_unavailable provider=%s reason=%r", name, reason)

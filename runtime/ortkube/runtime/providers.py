@@ -65,6 +65,22 @@ def plan_providers(
     return ProviderPlan(tuple(requested), tuple(usable), dropped)
 
 
+def preload_gpu_libraries(requested: Sequence[str]) -> None:
+    """Load the CUDA and cuDNN libraries that pip's nvidia-* packages install.
+
+    onnxruntime-gpu finds them itself only if they are on the loader path; ``preload_dlls``
+    (ORT >= 1.21) loads them from site-packages, as ORT's CUDA EP docs advise.
+    """
+    if not GPU_PROVIDERS.intersection(requested):
+        return
+    if CUDA not in ort.get_available_providers() or not hasattr(ort, "preload_dlls"):
+        return
+    try:
+        ort.preload_dlls()
+    except Exception as error:  # a missing library shows up again as a dropped provider
+        log.warning("event=preload_dlls_failed error=%r", str(error))
+
+
 def probe_libraries(requested: Sequence[str]) -> dict[str, str]:
     """Reasons why GPU providers cannot load here, found by trying their shared libraries."""
     reasons: dict[str, str] = {}
