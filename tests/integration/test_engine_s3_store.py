@@ -20,7 +20,8 @@ from ortkube.runtime.engine.environment import EngineEnvironment
 from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
 from ortkube.runtime.engine.fetch_or_build import BuildSpec, fetch_or_build
 from ortkube.runtime.engine.manifest import EngineManifest, make_manifest
-from ortkube.runtime.engine.s3_store import S3Store, parse_s3_uri
+from ortkube.runtime.engine.s3_client import parse_s3_uri
+from ortkube.runtime.engine.s3_store import S3Store
 from ortkube.runtime.engine.store import open_store
 
 KEY = "trt-0123456789ab-fp16-sm90-0011223344556677"

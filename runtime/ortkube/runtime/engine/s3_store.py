@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
 from ortkube.runtime.engine.events import emit
@@ -36,62 +35,18 @@ from ortkube.runtime.engine.manifest import (
     safe_relative_path,
     verify_files,
 )
+from ortkube.runtime.engine.s3_client import (
+    CONFLICT_CODES,
+    MISSING_CODES,
+    NOT_IMPLEMENTED_CODES,
+    error_code,
+    is_error,
+    make_s3_client,
+    parse_s3_uri,
+)
 from ortkube.runtime.engine.store import LockLease, check_key, new_lease
 
 _PUT_ID = "put-id"
-_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "412", "409"}
-_MISSING_CODES = {"NoSuchKey", "404", "NotFound"}
-
-
-def parse_s3_uri(uri: str) -> tuple[str, str]:
-    """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise EngineCacheError(f"engine_cache.uri {uri!r}: expected s3://bucket[/prefix]")
-    return parsed.netloc, parsed.path.strip("/")
-
-
-def make_s3_client(
-    endpoint_url: str | None,
-    access_key_id: str | None,
-    secret_access_key: str | None,
-    region: str,
-    session_token: str | None = None,
-    connect_timeout_s: float = 5.0,
-    read_timeout_s: float = 60.0,
-    max_attempts: int = 5,
-    addressing_style: str = "auto",
-) -> Any:
-    """A boto3 S3 client with explicit endpoint, credentials, timeouts and retries."""
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=connect_timeout_s,
-        read_timeout=read_timeout_s,
-        retries={"max_attempts": max_attempts, "mode": "standard"},
-        s3={"addressing_style": addressing_style},
-    )
-    session = boto3.session.Session(
-        aws_access_key_id=access_key_id,
-        aws_secret_access_key=secret_access_key,
-        aws_session_token=session_token,
-        region_name=region,
-    )
-    return session.client("s3", endpoint_url=endpoint_url, config=config)
-
-
-def _error_code(error: Exception) -> str:
-    response: Mapping[str, Any] = getattr(error, "response", None) or {}
-    code = str(response.get("Error", {}).get("Code", ""))
-    status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return code if code and not code.isdigit() else status or code
-
-
-def _is(error: Exception, codes: set[str]) -> bool:
-    response: Mapping[str, Any] = getattr(error, "response", None) or {}
-    status = str(response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-    return _error_code(error) in codes or status in codes
 
 
 class S3Store:
@@ -163,7 +118,7 @@ class S3Store:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._manifest_key(key))
         except self._client_errors as error:
-            if _is(error, _MISSING_CODES):
+            if is_error(error, MISSING_CODES):
                 return False
             raise self._fail(f"head {key}", error) from error
         return True
@@ -186,7 +141,7 @@ class S3Store:
             )
         except self._client_errors as error:
             self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
-            if _is(error, _CONFLICT_CODES):
+            if is_error(error, CONFLICT_CODES):
                 emit("engine_put_superseded", key=key, store=self.uri, reason="lost the race")
                 return
             raise self._fail(f"put {key}", error) from error
@@ -218,7 +173,7 @@ class S3Store:
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._manifest_key(key))
         except self._client_errors as error:
-            if _is(error, _MISSING_CODES):
+            if is_error(error, MISSING_CODES):
                 return None
             raise self._fail(f"get {key}", error) from error
         etag = answer["ETag"]
@@ -257,7 +212,7 @@ class S3Store:
                         self.bucket, self._blob_key(key, put_id, entry.path), str(target)
                     )
                 except self._client_errors as error:
-                    if _is(error, _MISSING_CODES):
+                    if is_error(error, MISSING_CODES):
                         return self._corrupt(key, etag, put_id, f"missing file {entry.path}")
                     raise self._fail(f"download {key}/{entry.path}", error) from error
             problem = verify_files(temp, manifest)
@@ -284,7 +239,7 @@ class S3Store:
             # Only the manifest we read: a good entry committed since then stays.
             self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key), IfMatch=etag)
         except self._client_errors as error:
-            emit("engine_entry_corrupt_kept", key=key, reason=_error_code(error))
+            emit("engine_entry_corrupt_kept", key=key, reason=error_code(error))
             return None
         if put_id:
             self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
@@ -321,7 +276,7 @@ class S3Store:
                         "Body"
                     ].read()
                 except self._client_errors as error:
-                    if _is(error, _MISSING_CODES):
+                    if is_error(error, MISSING_CODES):
                         continue
                     raise
                 try:
@@ -337,7 +292,7 @@ class S3Store:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key))
         except self._client_errors as error:
-            if not _is(error, _MISSING_CODES):
+            if not is_error(error, MISSING_CODES):
                 raise self._fail(f"delete {key}", error) from error
         self._delete_prefix(self._key("entries", check_key(key)) + "/")
         remove_tree(self.local_root / key)
@@ -349,7 +304,7 @@ class S3Store:
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._lock_key(key))
         except self._client_errors as error:
-            if _is(error, _MISSING_CODES):
+            if is_error(error, MISSING_CODES):
                 return None
             raise self._fail(f"read lock {key}", error) from error
         return LockLease.from_json(answer["Body"].read(), version=answer["ETag"])
@@ -364,9 +319,9 @@ class S3Store:
                 **condition,
             )
         except self._client_errors as error:
-            if _is(error, _CONFLICT_CODES | _MISSING_CODES):
+            if is_error(error, CONFLICT_CODES | MISSING_CODES):
                 return None
-            if _is(error, {"NotImplemented", "501"}):
+            if is_error(error, NOT_IMPLEMENTED_CODES):
                 raise EngineCacheError(
                     f"engine cache {self.uri}: the S3 server does not support conditional "
                     "writes (If-None-Match/If-Match), which the build lock needs"
@@ -424,5 +379,5 @@ class S3Store:
                 Bucket=self.bucket, Key=self._lock_key(lease.key), IfMatch=lease.version
             )
         except self._client_errors as error:
-            if not _is(error, _CONFLICT_CODES | _MISSING_CODES):
+            if not is_error(error, CONFLICT_CODES | MISSING_CODES):
                 raise self._fail(f"release lock {lease.key}", error) from error

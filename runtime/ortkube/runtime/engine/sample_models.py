@@ -117,9 +117,7 @@ def conv_stack(blocks: int = 12, channels: int = 32, seed: int = 0) -> Any:
         initializers += [_tensor(n, a) for n, a in zip(names, arrays, strict=True)]
         nodes += [
             helper.make_node("Conv", [current, names[0], names[1]], [f"c{i}"], pads=[1, 1, 1, 1]),
-            helper.make_node(
-                "BatchNormalization", [f"c{i}", *names[2:]], [f"n{i}"], epsilon=1e-5
-            ),
+            helper.make_node("BatchNormalization", [f"c{i}", *names[2:]], [f"n{i}"], epsilon=1e-5),
             helper.make_node("Relu", [f"n{i}"], [f"r{i}"]),
         ]
         current = f"r{i}"
