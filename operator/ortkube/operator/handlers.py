@@ -78,8 +78,8 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def reconcile(body: kopf.Body, patch: kopf.Patch) -> Outcome | None:
         try:
             outcome = await reconcilers[0].reconcile(body)
-        except KubeApiError as error:
-            raise kopf.TemporaryError(f"applying children: {error}", delay=10) from error
+        except (KubeApiError, aiohttp.ClientError, TimeoutError) as error:
+            raise kopf.TemporaryError(f"reconciling: {error!r}", delay=10) from error
         if outcome is not None:
             publish(outcome, body, patch)
         return outcome
