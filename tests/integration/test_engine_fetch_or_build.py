@@ -249,6 +249,30 @@ def test_local_dir_gets_a_private_verified_copy(tmp_path: Path) -> None:
     shared = store.get(KEY)
     assert shared is not None
     assert (local / "model.engine").read_bytes() == (shared / "model.engine").read_bytes()
-    # Writing beside the local copy (as ORT may) leaves the shared entry valid.
+    # A restarted pod keeps its intact local copy instead of copying again.
+    inode = (local / "model.engine").stat().st_ino
+    fetch_or_build(
+        store,
+        KEY,
+        _slow_random_build(tmp_path / "l", 0),
+        SPEC,
+        timeout_s=10,
+        lock_ttl_s=5,
+        local_dir=local,
+    )
+    assert (local / "model.engine").stat().st_ino == inode
+    # Writing over the local copy (as ORT may) leaves the shared entry valid, and the next
+    # fetch replaces the damaged copy.
     (local / "model.engine").write_bytes(b"scribble")
     assert store.get(KEY) is not None
+    again = fetch_or_build(
+        store,
+        KEY,
+        _slow_random_build(tmp_path / "l", 0),
+        SPEC,
+        timeout_s=10,
+        lock_ttl_s=5,
+        local_dir=local,
+    )
+    assert not again.built
+    assert (local / "model.engine").read_bytes() == (shared / "model.engine").read_bytes()

@@ -24,7 +24,12 @@ from ortkube.runtime.engine.errors import (
 from ortkube.runtime.engine.events import emit
 from ortkube.runtime.engine.files import copy_entry, remove_tree
 from ortkube.runtime.engine.lock import LockHeartbeat
-from ortkube.runtime.engine.manifest import MANIFEST_NAME, EngineManifest, make_manifest
+from ortkube.runtime.engine.manifest import (
+    MANIFEST_NAME,
+    EngineManifest,
+    make_manifest,
+    verify_files,
+)
 from ortkube.runtime.engine.store import EngineStore, LockLease, default_owner
 
 BuildFn = Callable[[Path], None]
@@ -106,11 +111,20 @@ def _build_and_put(
 
 
 def _materialize(entry: Path, local_dir: Path | None) -> Path:
-    """Copy a store's entry into ``local_dir`` (ORT may write beside an engine it loads)."""
+    """Copy a store's entry into ``local_dir`` (ORT may write beside an engine it loads).
+
+    A copy already there with the same manifest and intact files is kept (a restarted pod).
+    """
     if local_dir is None or entry.resolve() == Path(local_dir).resolve():
         return entry
     manifest = EngineManifest.model_validate_json((entry / MANIFEST_NAME).read_bytes())
     target = Path(local_dir)
+    try:
+        existing = EngineManifest.model_validate_json((target / MANIFEST_NAME).read_bytes())
+        if existing == manifest and verify_files(target, manifest) is None:
+            return target
+    except (OSError, ValueError):
+        pass
     if target.exists():
         shutil.rmtree(target)
     copy_entry(entry, target, manifest)

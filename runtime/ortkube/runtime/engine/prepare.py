@@ -119,7 +119,8 @@ def build_fn_for(config: RuntimeConfig, plan: EnginePlan, model_path: Path) -> B
 def default_store(config: RuntimeConfig, local_root: Path) -> EngineStore:
     """The configured shared cache, or a private one under ``local_root`` when none is set."""
     if config.engine_cache.uri:
-        return open_store(config.engine_cache.uri, local_root / "s3")
+        # S3 downloads land where prepare_engines wants TensorRT entries: no second copy.
+        return open_store(config.engine_cache.uri, local_root / "engines")
     return DirectoryStore(local_root / "cache")
 
 
