@@ -216,6 +216,20 @@ def test_lock_uses_conditional_writes_exclusive_renewable_stealable_when_expired
     assert store.read_lock(KEY) is None
 
 
+def test_failed_slow_build_releases_the_renewed_lock(store: S3Store) -> None:
+    from ortkube.runtime.engine.errors import EngineBuildError
+
+    def slow_failure(out: Path) -> None:
+        time.sleep(0.8)  # several heartbeats: the lock's ETag changes while building
+        raise RuntimeError("out of GPU memory")
+
+    with pytest.raises(EngineBuildError, match="out of GPU memory"):
+        fetch_or_build(
+            store, KEY, slow_failure, BuildSpec("tensorrt", ENV, {}), timeout_s=10, lock_ttl_s=1.0
+        )
+    assert store.read_lock(KEY) is None
+
+
 def s3_contender(uri: str, env: dict[str, str], local: str, result: str, start: Any) -> None:
     """One replica against the S3 store: fetch or build, record the bytes it got."""
     store = S3Store.from_env(uri, Path(local), env)

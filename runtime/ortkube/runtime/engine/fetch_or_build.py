@@ -30,7 +30,7 @@ from ortkube.runtime.engine.manifest import (
     make_manifest,
     verify_files,
 )
-from ortkube.runtime.engine.store import EngineStore, LockLease, default_owner
+from ortkube.runtime.engine.store import EngineStore, default_owner
 
 BuildFn = Callable[[Path], None]
 
@@ -78,32 +78,24 @@ class BuildSpec:
     key_material: dict[str, object]
 
 
-def _build_and_put(
-    store: EngineStore,
-    key: str,
-    build_fn: BuildFn,
-    spec: BuildSpec,
-    lease: LockLease,
-    lock_ttl_s: float,
-) -> float:
+def _build_and_put(store: EngineStore, key: str, build_fn: BuildFn, spec: BuildSpec) -> float:
     scratch = Path(tempfile.mkdtemp(prefix=f"ortkube-build-{key[:40]}-"))
     try:
-        with LockHeartbeat(store, lease, lock_ttl_s):
-            emit("engine_build_start", key=key, kind=spec.kind, store=store.uri)
-            started = time.monotonic()
-            try:
-                build_fn(scratch)
-            except EngineError:
-                raise
-            except Exception as error:
-                raise EngineBuildError(f"building {key} failed: {error}") from error
-            seconds = time.monotonic() - started
-            manifest = make_manifest(
-                key, spec.kind, scratch, spec.environment, seconds, spec.key_material
-            )
-            if not manifest.files:
-                raise EngineBuildError(f"building {key} produced no files")
-            store.put(key, scratch, manifest)
+        emit("engine_build_start", key=key, kind=spec.kind, store=store.uri)
+        started = time.monotonic()
+        try:
+            build_fn(scratch)
+        except EngineError:
+            raise
+        except Exception as error:
+            raise EngineBuildError(f"building {key} failed: {error}") from error
+        seconds = time.monotonic() - started
+        manifest = make_manifest(
+            key, spec.kind, scratch, spec.environment, seconds, spec.key_material
+        )
+        if not manifest.files:
+            raise EngineBuildError(f"building {key} produced no files")
+        store.put(key, scratch, manifest)
         emit("engine_build_done", key=key, seconds=seconds, bytes=manifest.total_bytes)
         return seconds
     finally:
@@ -161,15 +153,18 @@ def fetch_or_build(
             return FetchResult(key, _materialize(entry, local_dir), False, waited)
         lease = store.try_lock(key, me, lock_ttl_s)
         if lease is not None:
+            heartbeat = LockHeartbeat(store, lease, lock_ttl_s)
             try:
                 # Someone may have finished between our miss and our lock.
                 entry = store.get(key)
                 seconds = None
                 if entry is None:
-                    seconds = _build_and_put(store, key, build_fn, spec, lease, lock_ttl_s)
+                    with heartbeat:
+                        seconds = _build_and_put(store, key, build_fn, spec)
                     entry = store.get(key)
             finally:
-                store.release_lock(lease)
+                # The renewed lease: an S3 lock is released by its latest version only.
+                store.release_lock(heartbeat.lease)
             if entry is None:
                 raise EngineCacheError(f"engine {key}: stored, but reading it back failed")
             waited = time.monotonic() - started
