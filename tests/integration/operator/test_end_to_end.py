@@ -1,0 +1,109 @@
+"""End to end: an OrtModel on the podrunner node runs the real ``ortkube serve`` and answers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tritonclient.http as httpclient
+
+from ortkube.runtime.engine.sample_models import dynamic_mlp
+
+from .conftest import Kube, OperatorProcess, wait_until
+
+pytestmark = pytest.mark.controlplane
+LOCAL_NODE = "ortkube-local"
+# Not 8080: another dev cluster's podrunner on this machine may hand out the same loopback IPs.
+PORT = 18000 + os.getpid() % 1000
+
+
+@pytest.fixture
+def model_path(tmp_path: Path) -> Path:
+    path = tmp_path / "mlp.onnx"
+    onnx.save(dynamic_mlp(), str(path))
+    return path
+
+
+def served_model(name: str, model_path: Path, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "ortkube.io/v1alpha1",
+        "kind": "OrtModel",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"uri": model_path.as_uri()},
+            "providers": ["CPUExecutionProvider"],
+            "profiles": [
+                {"inputs": [{"name": "x", "min": [1, 16], "opt": [4, 16], "max": [8, 16]}]}
+            ],
+            "resources": {"gpus": 0},
+            "scheduling": {"nodeSelector": {"kubernetes.io/hostname": LOCAL_NODE}},
+            "port": PORT,
+            **spec,
+        },
+    }
+
+
+def ready_status(ns: Kube, name: str, generation: int = 1) -> dict[str, Any] | None:
+    body = ns.get("ortmodel", name) or {}
+    status: dict[str, Any] = body.get("status") or {}
+    fresh = status.get("observedGeneration", 0) >= generation
+    if status.get("phase") == "Failed":
+        raise AssertionError(f"model failed: {status.get('message')}")
+    return status if fresh and status.get("phase") == "Ready" else None
+
+
+def serving_pod_ips(ns: Kube, name: str) -> list[str]:
+    pods = ns.items("pods", f"app.kubernetes.io/instance={name}")
+    return [
+        p["status"]["podIP"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in p["status"].get("conditions", [])
+        )
+    ]
+
+
+def infer(pod_ip: str, name: str, batch: np.ndarray) -> np.ndarray:
+    client = httpclient.InferenceServerClient(f"{pod_ip}:{PORT}")
+    request = httpclient.InferInput("x", list(batch.shape), "FP32")
+    request.set_data_from_numpy(batch)
+    result = client.infer(name, [request])
+    output: np.ndarray = result.as_numpy("y")
+    return output
+
+
+def test_ortmodel_becomes_ready_and_serves_inference(
+    ns: Kube, operator: OperatorProcess, model_path: Path
+) -> None:
+    if ns.get("node", LOCAL_NODE) is None:
+        pytest.skip("the dev cluster runs no podrunner node")
+    ns.apply(served_model("mlp", model_path))
+    status = wait_until(lambda: ready_status(ns, "mlp"), 120, "phase Ready")
+    assert status["provider"] == "CPUExecutionProvider"
+    assert status["readyReplicas"] == 1
+    engine = next(c for c in status["conditions"] if c["type"] == "EngineReady")
+    assert (engine["status"], engine["reason"]) == ("True", "EngineLoaded")
+    phases = [e["reason"] for e in ns.events("mlp") if e["source"].get("component") == "kopf"]
+    assert "Ready" in phases
+
+    batch = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)
+    expected = ort.InferenceSession(str(model_path)).run(["y"], {"x": batch})[0]
+    (pod_ip,) = serving_pod_ips(ns, "mlp")
+    np.testing.assert_allclose(infer(pod_ip, "mlp", batch), expected, rtol=1e-5)
+
+    # A spec change rolls a new pod in; it becomes ready and serves, and the old one goes.
+    ns.apply(served_model("mlp", model_path, warmup={"iterations": 2}))
+    wait_until(lambda: ready_status(ns, "mlp", generation=2), 120, "Ready at generation 2")
+    new_ip = wait_until(
+        lambda: (ips := serving_pod_ips(ns, "mlp")) and ips != [pod_ip] and len(ips) == 1 and ips,
+        120,
+        "the rolled pod alone serving",
+    )[0]
+    np.testing.assert_allclose(infer(new_ip, "mlp", batch), expected, rtol=1e-5)
