@@ -101,9 +101,10 @@ def test_ortmodel_becomes_ready_and_serves_inference(
     # A spec change rolls a new pod in; it becomes ready and serves, and the old one goes.
     ns.apply(served_model("mlp", model_path, warmup={"iterations": 2}))
     wait_until(lambda: ready_status(ns, "mlp", generation=2), 120, "Ready at generation 2")
-    new_ip = wait_until(
-        lambda: (ips := serving_pod_ips(ns, "mlp")) and ips != [pod_ip] and len(ips) == 1 and ips,
-        120,
-        "the rolled pod alone serving",
-    )[0]
+
+    def rolled_pod_alone() -> str | None:
+        ips = serving_pod_ips(ns, "mlp")
+        return ips[0] if len(ips) == 1 and ips != [pod_ip] else None
+
+    new_ip = wait_until(rolled_pod_alone, 120, "the rolled pod alone serving")
     np.testing.assert_allclose(infer(new_ip, "mlp", batch), expected, rtol=1e-5)
