@@ -10,6 +10,7 @@ import aiohttp
 import numpy as np
 import pytest
 
+from ortkube.runtime.providers import CPU
 from tests import onnx_models
 from tests.runtime.conftest import StartServer
 from tests.runtime_process import ServeProcess
@@ -245,7 +246,8 @@ async def test_bad_request_is_rejected_and_server_keeps_serving(
 
 
 async def test_onnxruntime_run_error_is_a_400_naming_the_cause(start_server: StartServer) -> None:
-    server = start_server(onnx_models.gather(table_rows=10), name="gather")
+    # The CPU EP checks Gather's indices; the CUDA EP does not, so pin the CPU provider.
+    server = start_server(onnx_models.gather(table_rows=10), name="gather", providers=[CPU])
     request = {"inputs": [{"name": "indices", "datatype": "INT64", "shape": [2], "data": [1, 99]}]}
     async with aiohttp.ClientSession() as session:
         url = f"{server.base_url}/v2/models/gather/infer"

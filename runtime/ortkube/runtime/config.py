@@ -122,7 +122,15 @@ class CudaConfig(StrictModel):
     device_id: int = Field(default=0, ge=0, description="CUDA device ordinal.")
     cuda_graph: bool = Field(default=False, description="Capture CUDA graphs for fixed shapes.")
     io_binding: bool = Field(
-        default=True, description="Bind inputs and outputs on the device instead of plain run()."
+        default=True,
+        description="Run small requests through IOBinding (outputs kept on the device until "
+        "one copy back) instead of plain run().",
+    )
+    io_binding_max_bytes: int = Field(
+        default=1 << 20,
+        ge=0,
+        description="Requests with more input bytes than this use plain run(), which copies "
+        "large outputs back faster.",
     )
 
 

@@ -163,7 +163,8 @@ class ModelHost:
             if plan.active in GPU_PROVIDERS and config.cuda.io_binding
             else None
         )
-        runner = SessionRunner(session, concurrency, binding)
+        max_bytes = config.cuda.io_binding_max_bytes
+        runner = SessionRunner(session, concurrency, binding, max_bytes)
         fallback = None
         if config.out_of_range is OutOfRangePolicy.FALLBACK and plan.active == TENSORRT:
             # TensorRT cannot serve shapes outside its profiles without a rebuild; a CUDA
@@ -172,7 +173,7 @@ class ModelHost:
             fallback_session, _ = create_session(
                 model_path, fallback_plan, session_options(threads)
             )
-            fallback = SessionRunner(fallback_session, concurrency, binding)
+            fallback = SessionRunner(fallback_session, concurrency, binding, max_bytes)
         return LoadedModel(signature, runner, plan, model_sha256="", fallback_runner=fallback)
 
     def _warm_up(self, loaded: LoadedModel) -> None:

@@ -1,0 +1,56 @@
+"""SessionRunner: IOBinding where it can bind, plain run where it cannot or should not."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from ortkube.runtime.runner import SessionRunner, uses_strings
+from tests import onnx_models
+
+
+def session(model) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+async def test_io_binding_path_gives_the_same_outputs_as_plain_run() -> None:
+    mlp = session(onnx_models.sample_model())
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    (expected,) = mlp.run(None, {"x": x})
+    # IOBinding is exercised on the CPU device here; the GPU script runs it on CUDA.
+    runner = SessionRunner(mlp, concurrency=1, io_binding_device=("cpu", 0))
+    result = await runner.run({"x": x}, ["y"])
+    runner.close()
+    np.testing.assert_array_equal(result.outputs[0], expected)
+    assert result.compute_seconds > 0
+    assert result.queue_seconds >= 0
+
+
+def test_models_with_string_tensors_never_use_io_binding() -> None:
+    strings = session(onnx_models.all_types())
+    assert uses_strings(strings)
+    runner = SessionRunner(strings, concurrency=1, io_binding_device=("cpu", 0))
+    feeds = {}
+    for spec in strings.get_inputs():
+        if spec.type == "tensor(string)":
+            feeds[spec.name] = np.array([["a", "b", "c"]], dtype=object)
+        else:
+            dtype = {"tensor(bool)": bool, "tensor(float16)": np.float16}.get(spec.type)
+            name = spec.type.removeprefix("tensor(").removesuffix(")")
+            numpy_type = dtype or {"float": np.float32, "double": np.float64}.get(name, name)
+            feeds[spec.name] = np.zeros((1, 3), dtype=numpy_type)
+    # IOBinding would raise "Only binding non-string Tensors is currently supported".
+    outputs = runner.run_sync(feeds, ["out_BYTES"])
+    runner.close()
+    assert list(outputs[0].ravel()) == ["a", "b", "c"]
+
+
+def test_large_requests_bypass_io_binding() -> None:
+    mlp = session(onnx_models.sample_model())
+    runner = SessionRunner(
+        mlp, 1, io_binding_device=("nonexistent-device", 0), io_binding_max_bytes=16
+    )
+    # A device that does not exist would fail binding: the large request must not touch it.
+    outputs = runner.run_sync({"x": np.ones((8, 4), np.float32)}, ["y"])
+    runner.close()
+    assert outputs[0].shape == (8, 3)
