@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from ortkube.operator.crd import CRD_PATH, crd_yaml, main, render_crd
+from ortkube.operator.reference import REFERENCE_PATH, render_reference
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -128,3 +129,15 @@ def test_crd_command_prints_and_writes(tmp_path: Path, capsys: pytest.CaptureFix
     target = tmp_path / "out.yaml"
     assert main(["--write", str(target)]) == 0
     assert target.read_text() == printed
+
+
+def test_committed_reference_is_current() -> None:
+    committed = (REPO / REFERENCE_PATH).read_text()
+    assert committed == render_reference(), "stale: run `ortkube crd --write --reference`"
+
+
+def test_reference_documents_every_spec_object() -> None:
+    page = render_reference()
+    for section in ("spec", "spec.model", "spec.profiles[].inputs[]", "spec.engineCache", "status"):
+        assert f"## `{section}`" in page
+    assert "minReplicas must be <= maxReplicas" in page

@@ -447,7 +447,10 @@ class OrtModelSpec(ApiModel):
         max_length=3,
         description="Execution providers in order of preference; the runtime drops those its "
         "node cannot run and reports the one it uses in status.provider.",
-        json_schema_extra={"x-kubernetes-list-type": "set"},
+        json_schema_extra={
+            "x-kubernetes-list-type": "set",
+            "default": [p.value for p in Provider],
+        },
     )
     profiles: list[Profile] = Field(
         default_factory=list,

@@ -200,7 +200,22 @@ def main(argv: list[str], prog: str = "ortkube crd") -> int:
         metavar="PATH",
         help=f"write it to PATH (default {CRD_PATH}) instead of printing",
     )
+    parser.add_argument(
+        "--reference",
+        nargs="?",
+        const="docs/crd-reference.md",
+        metavar="PATH",
+        help="also write the Markdown field reference to PATH (default docs/crd-reference.md)",
+    )
     args = parser.parse_args(argv)
+    if args.reference:
+        from ortkube.operator.reference import render_reference
+
+        Path(args.reference).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.reference).write_text(render_reference())
+        print(f"wrote {args.reference}", file=sys.stderr)
+        if not args.write:
+            return 0
     text = crd_yaml()
     if args.write:
         Path(args.write).parent.mkdir(parents=True, exist_ok=True)
