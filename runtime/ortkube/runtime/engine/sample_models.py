@@ -7,6 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# onnx.helper stamps its own newest IR version, which older onnxruntime releases refuse
+# ("Unsupported model IR version: 14, max supported IR version: 13" on ORT 1.31); IR 9
+# carries opset 17 and loads on every onnxruntime this project supports.
+IR_VERSION = 9
+
 
 def _tensor(name: str, array: Any) -> Any:
     from onnx import numpy_helper
@@ -37,7 +42,9 @@ def dynamic_mlp(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs])],
         [_tensor("w1", w1), _tensor("b1", b1), _tensor("w2", w2)],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION
+    )
 
 
 def two_input_model(opset: int = 17) -> Any:
@@ -60,7 +67,9 @@ def two_input_model(opset: int = 17) -> Any:
         ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=IR_VERSION
+    )
 
 
 def qdq_model(
@@ -93,7 +102,9 @@ def qdq_model(
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
         initializers,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION
+    )
 
 
 def conv_stack(blocks: int = 12, channels: int = 32, seed: int = 0) -> Any:
@@ -129,4 +140,6 @@ def conv_stack(blocks: int = 12, channels: int = 32, seed: int = 0) -> Any:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", channels, 32, 32])],
         initializers,
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=IR_VERSION
+    )
