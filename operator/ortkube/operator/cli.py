@@ -97,6 +97,9 @@ def main(argv: list[str], prog: str = "ortkube operator") -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if not args.verbose:
+        # kopf logs every handler and timer run; phase changes are logged by ortkube itself.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
     register(registry, settings_from(args))
     kopf.run(

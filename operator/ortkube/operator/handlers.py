@@ -18,6 +18,8 @@ from ortkube.operator.kube import KubeApi, KubeApiError, load_configuration
 from ortkube.operator.reconcile import Outcome, Reconciler
 from ortkube.operator.settings import OperatorSettings
 
+log = logging.getLogger("ortkube.operator")
+
 ANNOTATION_PREFIX = "ortkube.io"
 # Phases a person should look at: posted as Warning events.
 _WARNING_PHASES = {api.Phase.FAILED.value, api.Phase.DEGRADED.value}
@@ -42,6 +44,14 @@ def publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
     """Store the status; post an event when the phase changed."""
     patch.status.update(outcome.status)
     if outcome.phase_changed:
+        log.info(
+            "event=phase model=%s/%s phase=%s previous=%s message=%r",
+            body.metadata.namespace,
+            body.metadata.name,
+            outcome.phase,
+            outcome.previous_phase or "-",
+            outcome.status.get("message", ""),
+        )
         kind = "Warning" if outcome.phase in _WARNING_PHASES else "Normal"
         message = str(outcome.status.get("message", ""))
         kopf.event(body, type=kind, reason=outcome.phase, message=message)
