@@ -20,20 +20,32 @@ class AddressPool:
         self._free: list[str] = []
         self._lock = threading.Lock()
 
-    def allocate(self, uid: str) -> str:
-        """The pod's address (the same one again for the same uid)."""
+    def allocate(self, uid: str, preferred: str = "") -> str:
+        """The pod's address: the same one again for the same uid, ``preferred`` if free.
+
+        A pod keeps the IP it already has in its status (the API refuses to change podIP once
+        set), so a restarted podrunner passes it as ``preferred``.
+        """
         with self._lock:
             if uid in self._by_uid:
                 return self._by_uid[uid]
-            if self._next <= self._last:
-                address = str(ipaddress.IPv4Address(self._next))
-                self._next += 1
-            elif self._free:
-                address = self._free.pop(0)
-            else:
-                raise RuntimeError("no loopback addresses left for pods")
+            taken = set(self._by_uid.values())
+            usable = preferred and preferred not in taken
+            address = preferred if usable else self._fresh(taken)
             self._by_uid[uid] = address
             return address
+
+    def _fresh(self, taken: set[str]) -> str:
+        while self._next <= self._last:
+            address = str(ipaddress.IPv4Address(self._next))
+            self._next += 1
+            if address not in taken:
+                return address
+        for address in self._free:
+            if address not in taken:
+                self._free.remove(address)
+                return address
+        raise RuntimeError("no loopback addresses left for pods")
 
     def release(self, uid: str) -> None:
         """Give the pod's address back."""

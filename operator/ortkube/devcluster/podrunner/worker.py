@@ -103,7 +103,8 @@ class PodWorker(threading.Thread):
 
     def _live(self) -> None:
         self._prepare_dir()
-        self.pod_ip = self._ctx.addresses.allocate(self.uid)
+        current_ip = self._pod_now().get("status", {}).get("podIP", "")
+        self.pod_ip = self._ctx.addresses.allocate(self.uid, current_ip)
         log_event("podrunner.pod_start", pod=self.key, ip=self.pod_ip, dir=self.pod_dir)
         self._patch_status()
         while True:
@@ -220,17 +221,21 @@ class PodWorker(threading.Thread):
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
         log_event("podrunner.pod_terminate", pod=self.key, grace_s=grace)
         self._stop_all(float(grace))
-        try:
-            self._core.delete_namespaced_pod(
-                pod["metadata"]["name"],
-                pod["metadata"]["namespace"],
-                grace_period_seconds=0,
-                body={"preconditions": {"uid": self.uid}},
-                _preload_content=False,
-            )
-        except self._api_error as error:
-            if error.status not in (404, 409):
-                raise
+        # Like the kubelet: once the processes are gone, remove the object for good. The grace
+        # period goes in the body, which the apiserver reads instead of the query parameters.
+        options = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
+        meta = pod["metadata"]
+        while not self._shutdown:
+            try:
+                self._core.delete_namespaced_pod(
+                    meta["name"], meta["namespace"], body=options, _preload_content=False
+                )
+                break
+            except self._api_error as error:
+                if error.status in (404, 409):  # gone, or a new pod of the same name
+                    break
+                log_event("podrunner.delete_failed", pod=self.key, error=str(error.reason))
+                self._wake.wait(1.0)
         log_event("podrunner.pod_deleted", pod=self.key)
 
     def _stop_all(self, grace_s: float) -> None:
