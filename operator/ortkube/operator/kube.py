@@ -16,18 +16,17 @@ from kubernetes import config as k8s_config
 
 FIELD_MANAGER = "ortkube"
 
-# kind -> (plural, namespaced) for what the operator touches; no discovery round-trips needed.
-RESOURCES: dict[str, tuple[str, bool]] = {
-    "ConfigMap": ("configmaps", True),
-    "Service": ("services", True),
-    "PersistentVolumeClaim": ("persistentvolumeclaims", True),
-    "Pod": ("pods", True),
-    "Deployment": ("deployments", True),
-    "HorizontalPodAutoscaler": ("horizontalpodautoscalers", True),
-    "PodDisruptionBudget": ("poddisruptionbudgets", True),
-    "Job": ("jobs", True),
-    "OrtModel": ("ortmodels", True),
-    "CustomResourceDefinition": ("customresourcedefinitions", False),
+# kind -> plural of the (namespaced) kinds the operator touches: no discovery round-trips.
+# Job is there for the engine pre-build Job that render will add.
+PLURALS: dict[str, str] = {
+    "ConfigMap": "configmaps",
+    "Service": "services",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Pod": "pods",
+    "Deployment": "deployments",
+    "HorizontalPodAutoscaler": "horizontalpodautoscalers",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "Job": "jobs",
 }
 
 
@@ -39,13 +38,10 @@ class KubeApiError(RuntimeError):
         self.status = status
 
 
-def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None) -> str:
+def resource_path(api_version: str, kind: str, namespace: str, name: str | None) -> str:
     """The REST path of one object (or of the collection when name is None)."""
-    plural, namespaced = RESOURCES[kind]
     base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    if namespaced and namespace:
-        base += f"/namespaces/{namespace}"
-    path = f"{base}/{plural}"
+    path = f"{base}/namespaces/{namespace}/{PLURALS[kind]}"
     return f"{path}/{name}" if name else path
 
 
@@ -129,7 +125,7 @@ class KubeApi:
         """Server-side apply as field manager ``ortkube``, taking over conflicting fields."""
         meta = manifest["metadata"]
         path = resource_path(
-            manifest["apiVersion"], manifest["kind"], meta.get("namespace"), meta["name"]
+            manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"]
         )
         result = await self.request(
             "PATCH",
@@ -143,13 +139,13 @@ class KubeApi:
         return result
 
     async def get(
-        self, api_version: str, kind: str, namespace: str | None, name: str
+        self, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
         """One object, or None when absent."""
         return await self.request("GET", resource_path(api_version, kind, namespace, name))
 
     async def list(
-        self, api_version: str, kind: str, namespace: str | None, label_selector: str = ""
+        self, api_version: str, kind: str, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         """Objects of a kind matching a label selector."""
         params = {"labelSelector": label_selector} if label_selector else None
@@ -158,7 +154,7 @@ class KubeApi:
         items: list[dict[str, Any]] = (result or {}).get("items", [])
         return items
 
-    async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
         """Delete one object in the background; False when it was already gone."""
         path = resource_path(api_version, kind, namespace, name)
         body = {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}
