@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit demo serve-sample bench crd clean
+.PHONY: test lint typecheck unit dev-build demo serve-sample bench crd clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+# The dev control plane's upstream binaries: built once (minutes), then reused from
+# ~/.cache/ortkube (docs/dev-control-plane.md).
+dev-build: $(STAMP)
+	$(BIN)/ortkube dev build
+
+test: lint typecheck dev-build
 	$(BIN)/python -m pytest
 
 unit: $(STAMP)
