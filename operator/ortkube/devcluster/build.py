@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -108,23 +109,36 @@ def groups_to_build(names: Iterable[str] | None = None) -> dict[str, list[GoBina
     return groups
 
 
-def _watch_progress(
-    group: str, proc: subprocess.Popen[str], log_path: Path, started: float
-) -> None:
-    """Count the packages go build -v reports, and say so every PROGRESS_EVERY_S seconds."""
-    count, last, next_report = 0, "", started + PROGRESS_EVERY_S
-    assert proc.stderr is not None
-    with log_path.open("a") as log:
-        for line in proc.stderr:
-            log.write(line)
-            if line and not line.startswith(("go: ", "#")):
-                count, last = count + 1, line.strip()
-            if time.monotonic() >= next_report:
-                next_report = time.monotonic() + PROGRESS_EVERY_S
-                elapsed = time.monotonic() - started
-                log_event(
-                    "build.progress", group=group, packages=count, last=last, elapsed_s=elapsed
-                )
+class _Progress:
+    """Counts the packages ``go build -v`` names, and reports every PROGRESS_EVERY_S seconds.
+
+    A ticker thread does the reporting, so progress shows even while the linker is silent.
+    """
+
+    def __init__(self, group: str, started: float) -> None:
+        self.group, self.started = group, started
+        self.packages, self.last = 0, ""
+        self.done = threading.Event()
+
+    def read(self, proc: subprocess.Popen[str], log_path: Path) -> None:
+        """Copy go's stderr to the build log, counting package lines."""
+        assert proc.stderr is not None
+        with log_path.open("a") as log:
+            for line in proc.stderr:
+                log.write(line)
+                if line.strip() and not line.startswith(("go: ", "#", " ")):
+                    self.packages, self.last = self.packages + 1, line.strip()
+
+    def tick(self) -> None:
+        """Report until done is set."""
+        while not self.done.wait(PROGRESS_EVERY_S):
+            log_event(
+                "build.progress",
+                group=self.group,
+                packages=self.packages,
+                last=self.last,
+                elapsed_s=time.monotonic() - self.started,
+            )
 
 
 def build_group(group: str, items: list[GoBinary], parallel: int = 2) -> float:
@@ -144,8 +158,15 @@ def build_group(group: str, items: list[GoBinary], parallel: int = 2) -> float:
     started = time.monotonic()
     argv = render_build_argv(items, output, parallel)
     proc = subprocess.Popen(argv, cwd=module_dir, env=go_env(), stderr=subprocess.PIPE, text=True)
-    _watch_progress(group, proc, log_path, started)
-    if proc.wait() != 0:
+    progress = _Progress(group, started)
+    ticker = threading.Thread(target=progress.tick, daemon=True)
+    ticker.start()
+    try:
+        progress.read(proc, log_path)
+        proc.wait()
+    finally:
+        progress.done.set()
+    if proc.returncode != 0:
         tail = "".join(log_path.read_text().splitlines(keepends=True)[-15:])
         raise BuildError(
             f"go build of {names} failed (exit {proc.returncode}); log {log_path}:\n{tail}"
