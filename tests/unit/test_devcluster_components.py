@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from ortkube.cli import main
 from ortkube.devcluster import certs, components
 from ortkube.devcluster.kubeconfig import render_kubeconfig, render_token_kubeconfig
 from ortkube.devcluster.layout import ClusterLayout, Ports, load_layout, save_layout
@@ -120,3 +122,25 @@ def test_layout_round_trips_through_the_state_dir(tmp_path: Path) -> None:
 def test_progress_lines_are_key_value_and_quote_spaces() -> None:
     line = format_event("build.progress", {"group": "etcd", "elapsed_s": 1.25, "last": "a b"})
     assert line == 'event=build.progress group=etcd elapsed_s=1.2 last="a b"'
+
+
+def test_picked_ports_are_distinct() -> None:
+    ports = Ports.pick()
+    assert len({ports.etcd_client, ports.etcd_peer, ports.apiserver, ports.scheduler}) == 4
+
+
+def test_env_of_a_cluster_never_started_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["dev", "--state-dir", str(tmp_path), "env"]) == 1
+    assert "no cluster in" in capsys.readouterr().err
+
+
+def test_env_prints_kubeconfig_and_path_exports(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save_layout(ClusterLayout(tmp_path, Path("/bin"), Ports(1, 2, 3, 4, 5)))
+    assert main(["dev", "--state-dir", str(tmp_path), "env"]) == 0
+    out = capsys.readouterr().out
+    assert f"export KUBECONFIG={tmp_path}/admin.kubeconfig\n" in out
+    assert "export PATH=/bin:$PATH\n" in out

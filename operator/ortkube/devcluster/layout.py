@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-from ortkube.devcluster.processes import free_port
 
 LOOPBACK = "127.0.0.1"
 
@@ -23,8 +23,14 @@ class Ports:
 
     @classmethod
     def pick(cls) -> Ports:
-        """Free ports for every component (the kernel picks them)."""
-        return cls(*(free_port() for _ in range(5)))
+        """Five distinct free ports (the kernel picks them; all held open until all are picked)."""
+        with contextlib.ExitStack() as stack:
+            ports = []
+            for _ in range(5):
+                sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                sock.bind((LOOPBACK, 0))
+                ports.append(int(sock.getsockname()[1]))
+        return cls(*ports)
 
 
 @dataclass(frozen=True)
