@@ -32,6 +32,11 @@ class ServeProcess:
         config = {**config, "server": {**config.get("server", {}), "host": "127.0.0.1"}}
         config["server"]["port"] = self.port
         config.setdefault("log_format", "json")
+        # Engines land in the test's own directory unless the test shares a cache on purpose.
+        config["engine_cache"] = {
+            "local_dir": str(workdir / "engines"),
+            **config.get("engine_cache", {}),
+        }
         self.config_path = workdir / f"runtime-{self.port}.yaml"
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"serve-{self.port}.log"

@@ -156,3 +156,17 @@ def test_profile_naming_an_unknown_input_fails_with_a_status_message(
     code, body = server.get_json("/v2/models/mlp")
     assert code == 503
     assert "not ready (Failed" in body["error"]
+
+
+def test_second_replica_loads_the_cached_artifact_without_building(
+    start_server: StartServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    shared = tmp_path_factory.mktemp("shared-engine-cache")
+    first = start_server(onnx_models.sample_model(), name="mlp", engine_cache={"uri": str(shared)})
+    second = start_server(onnx_models.sample_model(), name="mlp", engine_cache={"uri": str(shared)})
+    first_key = first.get_json("/ortkube/status")[1]["engine_cache_key"]
+    assert first_key
+    assert second.get_json("/ortkube/status")[1]["engine_cache_key"] == first_key
+    assert "event=engine_build_done" in first.log()
+    assert "event=engine_build_start" not in second.log()
+    assert f"event=engine_cache_hit key={first_key}" in second.log()

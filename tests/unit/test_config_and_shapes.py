@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from ortkube.runtime.config import RuntimeConfig, ShapeProfile, WarmupConfig, merge_overrides
 from ortkube.runtime.datatypes import from_ort
+from ortkube.runtime.engine import select_profile
 from ortkube.runtime.protocol import decode_request, encode_response
-from ortkube.runtime.shapes import check_profiles_against_signature, match_profile
+from ortkube.runtime.shapes import check_profiles_against_signature, outside_profiles_message
 from ortkube.runtime.signature import ModelSignature, TensorSpec
 from ortkube.runtime.warmup import warmup_feeds, warmup_shapes
 
@@ -69,16 +70,16 @@ def test_cli_overrides_win_and_none_means_not_given() -> None:
     assert merged == {"name": "m", "server": {"port": 2, "host": "h"}}
 
 
-def test_first_profile_holding_every_shape_is_chosen() -> None:
+def test_the_out_of_profile_message_names_shapes_and_every_range() -> None:
     profiles = [
         profile("small", ([1, 4], [2, 4], [8, 4])),
         profile("big", ([9, 4], [16, 4], [64, 4])),
     ]
-    assert match_profile(profiles, {"x": [8, 4]}).index == 0
-    assert match_profile(profiles, {"x": [9, 4]}).index == 1
-    outside = match_profile(profiles, {"x": [65, 4]})
-    assert outside.index is None
-    assert "profile 'big' allows x from [9, 4] to [64, 4]" in outside.reason
+    assert select_profile(profiles, {"x": [65, 4]}) is None
+    message = outside_profiles_message(profiles, {"x": [65, 4]})
+    assert message.startswith("input shapes (x [65, 4]) are outside every declared profile")
+    assert "profile 'small' allows x from [1, 4] to [8, 4]" in message
+    assert "profile 'big' allows x from [9, 4] to [64, 4]" in message
 
 
 def test_profiles_contradicting_the_model_are_rejected() -> None:

@@ -141,6 +141,11 @@ class EngineCacheConfig(StrictModel):
         default=None,
         description="A directory path or file:// (a mounted PVC), or s3://bucket/prefix.",
     )
+    local_dir: str = Field(
+        default="/tmp/ortkube/engines",
+        description="Pod-local directory engines are copied to before loading (ORT may write "
+        "beside an engine it loads; the shared cache must stay intact).",
+    )
     build_timeout_s: float = Field(
         default=1800.0, gt=0, description="How long a replica waits for another one's build."
     )

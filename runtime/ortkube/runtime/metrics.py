@@ -7,6 +7,7 @@ process, as they do in tests.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -33,6 +34,39 @@ class RuntimeMetrics:
     warmup_seconds: Gauge
     model_ready: Gauge
     provider: Info
+
+
+@dataclass(frozen=True)
+class ModelRequestMetrics:
+    """The per-request metrics of one model, bound to its labels once (not per request)."""
+
+    success: Any
+    inference_count: Any
+    execution_count: Any
+    request_duration: Any
+    queue_duration: Any
+    compute_duration: Any
+    pending: Any
+    failure_invalid: Any
+    failure_not_ready: Any
+    failure_internal: Any
+
+
+def bind_request_metrics(metrics: RuntimeMetrics, model: str, version: str) -> ModelRequestMetrics:
+    """Resolve the labelled children a request updates, so the hot path skips label lookups."""
+    labels = {"model": model, "version": version}
+    return ModelRequestMetrics(
+        success=metrics.request_success.labels(**labels),
+        inference_count=metrics.inference_count.labels(**labels),
+        execution_count=metrics.execution_count.labels(**labels),
+        request_duration=metrics.request_duration.labels(**labels),
+        queue_duration=metrics.queue_duration.labels(**labels),
+        compute_duration=metrics.compute_duration.labels(**labels),
+        pending=metrics.pending_requests.labels(**labels),
+        failure_invalid=metrics.request_failure.labels(**labels, reason="invalid_request"),
+        failure_not_ready=metrics.request_failure.labels(**labels, reason="not_ready"),
+        failure_internal=metrics.request_failure.labels(**labels, reason="internal"),
+    )
 
 
 def create_metrics() -> RuntimeMetrics:

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig
+from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig, ShapeProfile
+from ortkube.runtime.engine import detect_environment, prepare_engines, select_profile
 from ortkube.runtime.errors import InvalidRequest, ModelLoadError, ModelNotReady
-from ortkube.runtime.metrics import RuntimeMetrics
+from ortkube.runtime.metrics import ModelRequestMetrics, RuntimeMetrics, bind_request_metrics
 from ortkube.runtime.protocol import InferRequest, RequestedOutput
 from ortkube.runtime.providers import (
     CPU,
@@ -37,7 +40,7 @@ from ortkube.runtime.runner import RunResult, SessionRunner
 from ortkube.runtime.shapes import (
     check_inputs,
     check_profiles_against_signature,
-    match_profile,
+    outside_profiles_message,
     select_outputs,
 )
 from ortkube.runtime.signature import ModelSignature, signature_of
@@ -58,17 +61,32 @@ class Phase(StrEnum):
     DRAINING = "Draining"
 
 
+@dataclass(frozen=True)
+class EngineRoute:
+    """A session and the declared profiles it serves (all shapes when it has none)."""
+
+    profiles: tuple[ShapeProfile, ...]
+    runner: SessionRunner
+    plan: ProviderPlan
+
+
 @dataclass
 class LoadedModel:
     """A model with its sessions created and warmed up."""
 
     signature: ModelSignature
-    runner: SessionRunner
+    routes: list[EngineRoute]
     plan: ProviderPlan
     model_sha256: str
     # Serves shapes outside the declared profiles when the policy is 'fallback'.
     fallback_runner: SessionRunner | None = None
-    engine_cache_key: str | None = None
+    engine_cache_keys: list[str] = field(default_factory=list)
+
+    @property
+    def runners(self) -> list[SessionRunner]:
+        """Every session's runner, fallback included."""
+        extra = [self.fallback_runner] if self.fallback_runner is not None else []
+        return [route.runner for route in self.routes] + extra
 
 
 @dataclass
@@ -95,6 +113,12 @@ class ModelHost:
     message: str = ""
     loaded: LoadedModel | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    request_metrics: ModelRequestMetrics = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.request_metrics = bind_request_metrics(
+            self.metrics, self.config.name, self.config.version
+        )
 
     @property
     def ready(self) -> bool:
@@ -116,8 +140,9 @@ class ModelHost:
             self._set_phase(Phase.FETCHING)
             fetched = await fetch_model(self.config.model)
             self._set_phase(Phase.BUILDING)
-            loaded = await asyncio.to_thread(self._create_sessions, str(fetched.path))
-            loaded.model_sha256 = fetched.sha256
+            loaded = await asyncio.to_thread(
+                self._create_sessions, str(fetched.path), fetched.sha256
+            )
             self.timings["load_seconds"] = time.perf_counter() - started
             self.metrics.model_load_seconds.labels(**self._labels()).set(
                 self.timings["load_seconds"]
@@ -142,7 +167,7 @@ class ModelHost:
             log.exception("event=load_failed model=%s", self.config.name)
             self._set_phase(Phase.FAILED, f"{type(error).__name__}: {error}")
 
-    def _create_sessions(self, model_path: str) -> LoadedModel:
+    def _create_sessions(self, model_path: str, model_sha256: str) -> LoadedModel:
         config = self.config
         requested = config.providers
         preload_gpu_libraries(requested)
@@ -152,38 +177,67 @@ class ModelHost:
         concurrency, threads = default_threads(
             config.server.max_concurrency, config.server.intra_op_threads
         )
-        try:
-            session, plan = create_session(model_path, plan, session_options(threads))
-        except Exception as error:
-            raise ModelLoadError(f"onnxruntime could not load {model_path}: {error}") from error
-        signature = signature_of(session.get_inputs(), session.get_outputs())
-        check_profiles_against_signature(signature, config.profiles)
-        binding = (
-            ("cuda", config.cuda.device_id)
-            if plan.active in GPU_PROVIDERS and config.cuda.io_binding
-            else None
+        # The engine layer fetches or builds one artifact per TensorRT profile (or one
+        # optimized model) in the shared cache; only providers that can run here are planned.
+        engines = prepare_engines(
+            config.model_copy(update={"providers": list(plan.usable)}),
+            Path(model_path),
+            model_sha256,
+            detect_environment(config.cuda.device_id),
+            Path(config.engine_cache.local_dir),
         )
-        max_bytes = config.cuda.io_binding_max_bytes
-        runner = SessionRunner(session, concurrency, binding, max_bytes)
+        routes: list[EngineRoute] = []
+        for engine in engines:
+            options = session_options(
+                threads, getattr(ort.GraphOptimizationLevel, engine.graph_optimization_level)
+            )
+            engine_plan = ProviderPlan(plan.requested, engine.provider_names, plan.dropped)
+            try:
+                session, final = create_session(
+                    str(engine.model_path), engine_plan, options, engine.provider_options
+                )
+            except Exception as error:
+                raise ModelLoadError(f"onnxruntime could not load {model_path}: {error}") from error
+            runner = self._runner(session, final, concurrency)
+            routes.append(EngineRoute(engine.profiles, runner, final))
+            plan = final
+        signature = signature_of(
+            routes[0].runner.session.get_inputs(), routes[0].runner.session.get_outputs()
+        )
+        check_profiles_against_signature(signature, config.profiles)
         fallback = None
         if config.out_of_range is OutOfRangePolicy.FALLBACK and plan.active == TENSORRT:
             # TensorRT cannot serve shapes outside its profiles without a rebuild; a CUDA
             # session beside it can.
             fallback_plan = ProviderPlan(plan.requested, (CUDA, CPU))
-            fallback_session, _ = create_session(
-                model_path, fallback_plan, session_options(threads)
-            )
-            fallback = SessionRunner(fallback_session, concurrency, binding, max_bytes)
-        return LoadedModel(signature, runner, plan, model_sha256="", fallback_runner=fallback)
+            session, _ = create_session(model_path, fallback_plan, session_options(threads))
+            fallback = self._runner(session, fallback_plan, concurrency)
+        return LoadedModel(
+            signature,
+            routes,
+            plan,
+            model_sha256,
+            fallback_runner=fallback,
+            engine_cache_keys=[engine.plan.key.key for engine in engines],
+        )
+
+    def _runner(
+        self, session: ort.InferenceSession, plan: ProviderPlan, concurrency: int
+    ) -> SessionRunner:
+        cuda = self.config.cuda
+        on_gpu = plan.active in GPU_PROVIDERS and cuda.io_binding
+        binding = ("cuda", cuda.device_id) if on_gpu else None
+        return SessionRunner(session, concurrency, binding, cuda.io_binding_max_bytes)
 
     def _warm_up(self, loaded: LoadedModel) -> None:
         feeds_list = warmup_feeds(loaded.signature, self.config.profiles, self.config.warmup)
         names = [spec.name for spec in loaded.signature.outputs]
         for feeds in feeds_list:
             shapes = {name: list(array.shape) for name, array in feeds.items()}
+            runner = self._route(loaded, shapes)
             started = time.perf_counter()
             for _ in range(self.config.warmup.iterations):
-                loaded.runner.run_sync(feeds, names)
+                runner.run_sync(feeds, names)
             log.info(
                 "event=warmup_run model=%s shapes=%s iterations=%d seconds=%.3f",
                 self.config.name,
@@ -206,7 +260,7 @@ class ModelHost:
         wanted: list[RequestedOutput] = select_outputs(
             loaded.signature, request.outputs, request.binary_output_default
         )
-        runner = self._route(loaded, request)
+        runner = self._route(loaded, {name: array.shape for name, array in request.inputs.items()})
         result = await runner.run(request.inputs, [output.name for output in wanted])
         outputs = [
             (output.name, array, output.binary)
@@ -214,14 +268,15 @@ class ModelHost:
         ]
         return InferOutcome(outputs, result, _batch_size(request))
 
-    def _route(self, loaded: LoadedModel, request: InferRequest) -> SessionRunner:
-        shapes = {name: list(array.shape) for name, array in request.inputs.items()}
-        match = match_profile(self.config.profiles, shapes)
-        if match.index is not None:
-            return loaded.runner
+    def _route(self, loaded: LoadedModel, shapes: Mapping[str, Sequence[int]]) -> SessionRunner:
+        if not self.config.profiles:
+            return loaded.routes[0].runner
+        for route in loaded.routes:
+            if select_profile(route.profiles, shapes) is not None:
+                return route.runner
         if self.config.out_of_range is OutOfRangePolicy.REJECT:
-            raise InvalidRequest(match.reason)
-        return loaded.fallback_runner or loaded.runner
+            raise InvalidRequest(outside_profiles_message(self.config.profiles, shapes))
+        return loaded.fallback_runner or loaded.routes[0].runner
 
     def status_document(self) -> dict[str, Any]:
         """What ``/ortkube/status`` reports to the operator."""
@@ -238,7 +293,8 @@ class ModelHost:
                 providers=list(self.loaded.plan.usable),
                 providers_dropped=dict(self.loaded.plan.dropped),
                 model_sha256=self.loaded.model_sha256,
-                engine_cache_key=self.loaded.engine_cache_key,
+                engine_cache_key=",".join(self.loaded.engine_cache_keys) or None,
+                engine_cache_keys=self.loaded.engine_cache_keys,
             )
         return document
 
@@ -250,6 +306,5 @@ class ModelHost:
     def close(self) -> None:
         """Release the worker threads."""
         if self.loaded is not None:
-            self.loaded.runner.close()
-            if self.loaded.fallback_runner is not None:
-                self.loaded.fallback_runner.close()
+            for runner in self.loaded.runners:
+                runner.close()

@@ -348,15 +348,16 @@ def encode_response(
 ) -> EncodedResponse:
     """Encode named output arrays; each flagged True is sent as binary tensor data."""
     entries: list[dict[str, Any]] = []
-    blobs: list[bytes] = []
+    blobs: list[bytes | memoryview] = []
     for name, array, binary in outputs:
         datatype = output_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            blob = (
+            # A memoryview, not tobytes(): the join below is then the only copy.
+            blob: bytes | memoryview = (
                 _bytes_to_binary(array)
                 if datatype == "BYTES"
-                else np.ascontiguousarray(array).tobytes()
+                else np.ascontiguousarray(array).data.cast("B")
             )
             entry["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)

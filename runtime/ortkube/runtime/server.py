@@ -170,11 +170,9 @@ def _header_length(request: web.Request) -> int | None:
 async def infer(request: web.Request) -> web.Response:
     """``POST /v2/models/{model}[/versions/{version}]/infer``."""
     host = _check_model(request)
-    metrics = host.metrics
-    labels = {"model": host.config.name, "version": host.config.version}
+    metrics = host.request_metrics
     started = time.perf_counter()
-    pending = metrics.pending_requests.labels(**labels)
-    pending.inc()
+    metrics.pending.inc()
     try:
         body = await request.read()
         decoded = decode_request(body, _header_length(request))
@@ -183,21 +181,21 @@ async def infer(request: web.Request) -> web.Response:
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
     except RuntimeServingError as error:
-        reason = "invalid_request" if error.http_status < 500 else "not_ready"
-        metrics.request_failure.labels(**labels, reason=reason).inc()
+        failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
+        failure.inc()
         raise
     except Exception as error:
-        reason = "invalid_request" if _is_input_error(error) else "internal"
-        metrics.request_failure.labels(**labels, reason=reason).inc()
+        failure = metrics.failure_invalid if _is_input_error(error) else metrics.failure_internal
+        failure.inc()
         raise
     finally:
-        pending.dec()
-    metrics.request_success.labels(**labels).inc()
-    metrics.inference_count.labels(**labels).inc(outcome.batch_size)
-    metrics.execution_count.labels(**labels).inc()
-    metrics.queue_duration.labels(**labels).observe(outcome.run.queue_seconds)
-    metrics.compute_duration.labels(**labels).observe(outcome.run.compute_seconds)
-    metrics.request_duration.labels(**labels).observe(time.perf_counter() - started)
+        metrics.pending.dec()
+    metrics.success.inc()
+    metrics.inference_count.inc(outcome.batch_size)
+    metrics.execution_count.inc()
+    metrics.queue_duration.observe(outcome.run.queue_seconds)
+    metrics.compute_duration.observe(outcome.run.compute_seconds)
+    metrics.request_duration.observe(time.perf_counter() - started)
     response = web.Response(body=encoded.body, content_type=encoded.content_type)
     if encoded.header_length is not None:
         response.headers[HEADER_LENGTH] = str(encoded.header_length)

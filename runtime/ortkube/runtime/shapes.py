@@ -8,7 +8,6 @@ rebuild or fail on a shape outside its profiles).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -17,14 +16,6 @@ from ortkube.runtime.config import ShapeProfile
 from ortkube.runtime.errors import InvalidRequest
 from ortkube.runtime.protocol import RequestedOutput
 from ortkube.runtime.signature import DYNAMIC, ModelSignature
-
-
-@dataclass(frozen=True)
-class ProfileMatch:
-    """Which declared profile a request fits; ``index`` is None when it fits none."""
-
-    index: int | None
-    reason: str = ""
 
 
 def check_inputs(
@@ -63,19 +54,6 @@ def check_inputs(
                 )
 
 
-def _fits(profile: ShapeProfile, shapes: Mapping[str, Sequence[int]]) -> bool:
-    for shape_range in profile.inputs:
-        shape = shapes.get(shape_range.name)
-        if shape is None or len(shape) != len(shape_range.min):
-            return False
-        if any(
-            not lo <= dim <= hi
-            for dim, lo, hi in zip(shape, shape_range.min, shape_range.max, strict=True)
-        ):
-            return False
-    return True
-
-
 def describe_profiles(profiles: Sequence[ShapeProfile]) -> str:
     """A one-line human description of the declared ranges, for error messages."""
     parts = []
@@ -85,20 +63,12 @@ def describe_profiles(profiles: Sequence[ShapeProfile]) -> str:
     return "; ".join(parts)
 
 
-def match_profile(
+def outside_profiles_message(
     profiles: Sequence[ShapeProfile], shapes: Mapping[str, Sequence[int]]
-) -> ProfileMatch:
-    """The first declared profile whose ranges hold every given shape (no profiles: index 0)."""
-    if not profiles:
-        return ProfileMatch(0)
-    for index, profile in enumerate(profiles):
-        if _fits(profile, shapes):
-            return ProfileMatch(index)
+) -> str:
+    """Why a request fits no declared profile, naming each input's shape and the ranges."""
     got = ", ".join(f"{name} {list(shape)}" for name, shape in shapes.items())
-    return ProfileMatch(
-        None,
-        f"input shapes ({got}) are outside every declared profile: {describe_profiles(profiles)}",
-    )
+    return f"input shapes ({got}) are outside every declared profile: {describe_profiles(profiles)}"
 
 
 def check_profiles_against_signature(
