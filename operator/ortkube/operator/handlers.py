@@ -15,7 +15,7 @@ import kopf
 
 from ortkube.operator import api
 from ortkube.operator.kube import KubeApi, KubeApiError, load_configuration
-from ortkube.operator.reconcile import Outcome, Reconciler
+from ortkube.operator.reconcile import ApplyError, Outcome, Reconciler
 from ortkube.operator.settings import OperatorSettings
 
 log = logging.getLogger("ortkube.operator")
@@ -44,16 +44,16 @@ def publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
     """Store the status; post an event when the phase changed."""
     patch.status.update(outcome.status)
     if outcome.phase_changed:
+        message = str(outcome.status.get("message", ""))
         log.info(
             "event=phase model=%s/%s phase=%s previous=%s message=%r",
             body.metadata.namespace,
             body.metadata.name,
             outcome.phase,
             outcome.previous_phase or "-",
-            outcome.status.get("message", ""),
+            message,
         )
         kind = "Warning" if outcome.phase in _WARNING_PHASES else "Normal"
-        message = str(outcome.status.get("message", ""))
         kopf.event(body, type=kind, reason=outcome.phase, message=message)
 
 
@@ -88,8 +88,14 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     async def reconcile(body: kopf.Body, patch: kopf.Patch) -> Outcome | None:
         try:
             outcome = await reconcilers[0].reconcile(body)
+        except ApplyError as error:
+            if not error.repeated:
+                kopf.warn(body, reason="ApplyFailed", message=str(error))
+            raise kopf.TemporaryError(str(error), delay=config.resync_interval_s) from error
         except (KubeApiError, aiohttp.ClientError, TimeoutError) as error:
-            raise kopf.TemporaryError(f"reconciling: {error!r}", delay=10) from error
+            raise kopf.TemporaryError(
+                f"reconciling: {error!r}", delay=config.resync_interval_s
+            ) from error
         if outcome is not None:
             publish(outcome, body, patch)
         return outcome

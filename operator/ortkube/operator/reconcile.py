@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 
 from ortkube.operator import api, render
-from ortkube.operator.kube import KubeApi
+from ortkube.operator.kube import KubeApi, KubeApiError
 from ortkube.operator.probe import fetch_runtime_report
 from ortkube.operator.settings import OperatorSettings
 from ortkube.operator.status import (
@@ -35,6 +35,14 @@ log = logging.getLogger(__name__)
 def utc_now() -> str:
     """Now, as Kubernetes writes times (RFC 3339, seconds, UTC)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApplyError(RuntimeError):
+    """The apiserver refused some children (the others were applied)."""
+
+    def __init__(self, message: str, repeated: bool = False) -> None:
+        super().__init__(message)
+        self.repeated = repeated  # the same refusal as last pass: not worth another event
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,8 @@ class Reconciler:
         self._applied: dict[str, int] = {}
         # The last status written per uid: the body a handler holds may predate it.
         self._written: dict[str, dict[str, Any]] = {}
+        # The last refusal per uid, so a child refused on every pass is reported once.
+        self._refusals: dict[str, str] = {}
 
     async def close(self) -> None:
         """Release the HTTP sessions."""
@@ -87,6 +97,7 @@ class Reconciler:
         self._locks.pop(uid, None)
         self._applied.pop(uid, None)
         self._written.pop(uid, None)
+        self._refusals.pop(uid, None)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome | None:
         """One pass; None when the body is older than what was already applied."""
@@ -119,8 +130,19 @@ class Reconciler:
     async def apply_children(self, model: api.OrtModel) -> None:
         """Server-side apply every child (unchanged ones stay unchanged); delete unwanted ones."""
         children = render.render_children(model, self.settings)
+        # One refused child (say, an immutable PVC field) must not hold the others back.
+        failures = []
         for manifest in children:
-            await self.kube.apply(manifest)
+            try:
+                await self.kube.apply(manifest)
+            except KubeApiError as error:
+                reason = str(error).split("\n", 1)[0]  # the apiserver appends a diff
+                failures.append(f"{manifest['kind']}/{manifest['metadata']['name']}: {reason}")
+        message = "; ".join(failures)
+        previous = self._refusals.pop(model.uid, "")
+        if failures:
+            self._refusals[model.uid] = message
+            raise ApplyError(message, repeated=message == previous)
         for api_version, kind, name in render.absent_children(model, children):
             await self._delete_if_owned(model, api_version, kind, name)
 

@@ -207,6 +207,35 @@ def test_children_no_longer_wanted_are_deleted(ns: Kube, operator: OperatorProce
     )
 
 
+def test_a_refused_child_does_not_hold_the_others_back(ns: Kube, operator: OperatorProcess) -> None:
+    manifest = ortmodel("cache", engineCache={"size": "1Gi", "storageClass": "slow"})
+    ns.apply(manifest)
+    first = deployment(ns, "cache")["spec"]["template"]["metadata"]["annotations"]
+    # A claim's storage class is immutable: the apiserver refuses the new claim...
+    manifest["spec"]["engineCache"]["storageClass"] = "fast"
+    manifest["spec"]["precision"] = "fp16"
+    ns.apply(manifest)
+    # ...but the Deployment still gets the new config, and the refusal is reported.
+    wait_until(
+        lambda: deployment(ns, "cache")["spec"]["template"]["metadata"]["annotations"] != first,
+        30,
+        "the Deployment to roll",
+    )
+    events = wait_until(
+        lambda: [
+            e
+            for e in ns.events("cache")
+            if "PersistentVolumeClaim/cache-engine-cache" in e["message"]
+        ],
+        30,
+        "an event naming the refused claim",
+    )
+    assert (events[0]["type"], events[0]["reason"]) == ("Warning", "ApplyFailed")
+    assert "immutable" in events[0]["message"]
+    time.sleep(RESYNC_S * 3)  # later passes meet the same refusal: no new event for it
+    assert len([e for e in ns.events("cache") if e["reason"] == "ApplyFailed"]) == 1
+
+
 def test_delete_garbage_collects_children(ns: Kube, operator: OperatorProcess) -> None:
     ns.apply(ortmodel("gone", engineCache={"size": "1Gi"}))
     wait_until(
