@@ -133,6 +133,15 @@ def pod(
             "True",
         ),
         (0, deployment(0, 0), [], Phase.PENDING, "False", "True", "Unknown"),
+        (
+            1,
+            deployment(2, 1, 1),
+            [pod("Ready", True), pod(waiting="CrashLoopBackOff")],
+            Phase.DEGRADED,
+            "True",
+            "True",
+            "True",
+        ),
     ],
 )
 def test_phase_and_conditions(

@@ -131,6 +131,9 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
     failure = _failure(seen.pods)
     if desired == 0:
         return Phase.PENDING, "scaled to zero replicas"
+    if ready >= desired and failure:
+        # Old pods still serve while a new one cannot start (say, a bad rollout): flag it.
+        return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {failure}"
     if ready >= desired:
         return Phase.READY, f"{ready}/{desired} replicas ready"
     if ready > 0:
