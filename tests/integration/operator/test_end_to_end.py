@@ -108,3 +108,26 @@ def test_ortmodel_becomes_ready_and_serves_inference(
 
     new_ip = wait_until(rolled_pod_alone, 120, "the rolled pod alone serving")
     np.testing.assert_allclose(infer(new_ip, "mlp", batch), expected, rtol=1e-5)
+
+
+def test_a_bad_update_degrades_but_keeps_serving(
+    ns: Kube, operator: OperatorProcess, model_path: Path
+) -> None:
+    if ns.get("node", LOCAL_NODE) is None:
+        pytest.skip("the dev cluster runs no podrunner node")
+    ns.apply(served_model("keep", model_path))
+    wait_until(lambda: ready_status(ns, "keep"), 120, "phase Ready")
+    (pod_ip,) = serving_pod_ips(ns, "keep")
+    broken = served_model("keep", model_path.with_name("missing.onnx"))
+    ns.apply(broken)
+
+    def degraded() -> dict[str, Any] | None:
+        status = (ns.get("ortmodel", "keep") or {}).get("status") or {}
+        return status if status.get("phase") == "Degraded" else None
+
+    status = wait_until(degraded, 120, "phase Degraded")
+    assert "1/1 replicas ready" in status["message"]
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True"
+    batch = np.ones((1, 16), dtype=np.float32)
+    assert infer(pod_ip, "keep", batch).shape == (1, 4)  # the old pod still answers
