@@ -187,6 +187,8 @@ def main() -> None:
     cases = [
         ("MLP 6x1024 fp32, batch 32", onnx_models.mlp(width=1024, layers=5, in_features=1024,
          out_features=1024, seed=1), (32, 1024), np.float32),
+        ("MLP 6x1024 fp32, batch 1024", onnx_models.mlp(width=1024, layers=5, in_features=1024,
+         out_features=1024, seed=1), (1024, 1024), np.float32),
         ("MLP 8x1024 fp16, 32x512 tokens", onnx_models.mlp(width=1024, layers=7, in_features=1024,
          out_features=1024, dtype=np.float16, seed=1, batch_dims=2), (32, 512, 1024), np.float16),
     ]  # fmt: skip

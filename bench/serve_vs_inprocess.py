@@ -15,12 +15,14 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
@@ -188,14 +190,36 @@ async def bare_server_throughput(
 
 
 async def ortkube_throughput(
-    model_path: Path, workdir: Path, seconds: float, clients: int, provider: str
+    model_path: Path,
+    workdir: Path,
+    seconds: float,
+    clients: int,
+    provider: str,
+    extra: dict[str, Any] | None = None,
+    profile: Path | None = None,
 ) -> float:
-    config = {"name": "mlp", "model": {"uri": str(model_path)}, "providers": [provider]}
+    config = {
+        "name": "mlp",
+        "model": {"uri": str(model_path)},
+        "providers": [provider],
+        **(extra or {}),
+    }
     server = ServeProcess(config, workdir)
+    spy = None
     try:
         await asyncio.to_thread(server.wait_ready)
-        return await http_throughput(f"{server.base_url}/v2/models/mlp/infer", seconds, clients)
+        if profile is not None and shutil.which("py-spy"):
+            # Where the server's threads spend the run, for a slow row (py-spy, if present).
+            spy = await asyncio.create_subprocess_exec(
+                "py-spy", "record", "-p", str(server.process.pid), "-d", str(int(seconds)),
+                "-f", "raw", "-o", str(profile), "--threads", "--idle", "--nonblocking",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+        url = f"{server.base_url}/v2/models/mlp/infer"
+        return await http_throughput(url, seconds, clients)
     finally:
+        if spy is not None:
+            await spy.wait()
         server.stop()
 
 
@@ -205,6 +229,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--provider", default="CPUExecutionProvider")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=JSON",
+        help="an extra ortkube serve row with these RuntimeConfig fields (repeatable)",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy raw profile of the default row")
     args = parser.parse_args()
     provider = args.provider
     cores = os.cpu_count() or 1
@@ -226,9 +258,19 @@ def main() -> None:
         )
         rows.append(("bare aiohttp server, no validation", bare))
         ours = asyncio.run(
-            ortkube_throughput(model_path, workdir, args.seconds, args.clients, provider)
+            ortkube_throughput(
+                model_path, workdir, args.seconds, args.clients, provider, profile=args.profile
+            )
         )
         rows.append(("ortkube serve", ours))
+        for variant in args.variant:
+            label, _, fields = variant.partition("=")
+            value = asyncio.run(
+                ortkube_throughput(
+                    model_path, workdir, args.seconds, args.clients, provider, json.loads(fields)
+                )
+            )
+            rows.append((f"ortkube serve, {label}", value))
     lines = [
         "# ortkube serve vs in-process onnxruntime",
         "",

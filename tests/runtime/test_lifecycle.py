@@ -170,3 +170,21 @@ def test_second_replica_loads_the_cached_artifact_without_building(
     assert "event=engine_build_done" in first.log()
     assert "event=engine_build_start" not in second.log()
     assert f"event=engine_cache_hit key={first_key}" in second.log()
+
+
+def test_cuda_graphs_asked_on_cpu_are_ignored_with_a_reason(start_server: StartServer) -> None:
+    fixed = {
+        "name": "fixed",
+        "inputs": [{"name": "x", "min": [8, 4], "opt": [8, 4], "max": [8, 4]}],
+    }
+    server = start_server(
+        onnx_models.sample_model(),
+        name="mlp",
+        providers=[CPU],
+        profiles=[fixed],
+        cuda={"cuda_graph": True},
+    )
+    assert (
+        "event=cuda_graph_ignored reason='runs on CPUExecutionProvider, not a GPU'" in server.log()
+    )
+    assert server.get_json("/ortkube/status")[1]["phase"] == "Ready"

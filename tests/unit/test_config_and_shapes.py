@@ -14,7 +14,7 @@ from ortkube.runtime.engine import select_profile
 from ortkube.runtime.protocol import decode_request, encode_response
 from ortkube.runtime.shapes import check_profiles_against_signature, outside_profiles_message
 from ortkube.runtime.signature import ModelSignature, TensorSpec
-from ortkube.runtime.warmup import warmup_feeds, warmup_shapes
+from ortkube.runtime.warmup import fixed_shapes, warmup_feeds, warmup_shapes
 
 SIGNATURE = ModelSignature(
     inputs=(
@@ -116,3 +116,16 @@ def test_bytes_outputs_round_trip_through_binary_encoding() -> None:
         request_body + encoded.body[encoded.header_length :], len(request_body)
     )
     assert list(decoded.inputs["s"]) == ["a", "", "λ"]
+
+
+def test_cuda_graphs_are_captured_only_for_fixed_shapes() -> None:
+    fixed = profile("fixed", ([8, 4], [8, 4], [8, 4]))
+    ranged = profile("ranged", ([1, 4], [4, 4], [16, 4]))
+    assert fixed_shapes(SIGNATURE, [fixed, ranged]) == [{"x": [8, 4]}]
+    assert fixed_shapes(SIGNATURE, [ranged]) == []
+    # Without profiles only a fully static model has a fixed shape.
+    assert fixed_shapes(SIGNATURE, []) == []
+    static = ModelSignature(
+        inputs=(TensorSpec("x", from_ort("tensor(float)"), (2, 4)),), outputs=SIGNATURE.outputs
+    )
+    assert fixed_shapes(static, []) == [{"x": [2, 4]}]

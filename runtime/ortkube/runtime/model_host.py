@@ -18,8 +18,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig, ShapeProfile
-from ortkube.runtime.engine import detect_environment, prepare_engines, select_profile
+from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig, ShapeProfile, WarmupConfig
+from ortkube.runtime.engine import (
+    PreparedEngine,
+    detect_environment,
+    prepare_engines,
+    select_profile,
+)
 from ortkube.runtime.errors import InvalidRequest, ModelLoadError, ModelNotReady
 from ortkube.runtime.metrics import ModelRequestMetrics, RuntimeMetrics, bind_request_metrics
 from ortkube.runtime.protocol import InferRequest, RequestedOutput
@@ -35,8 +40,9 @@ from ortkube.runtime.providers import (
     preload_gpu_libraries,
     probe_libraries,
     session_options,
+    with_cuda_graphs,
 )
-from ortkube.runtime.runner import RunResult, SessionRunner
+from ortkube.runtime.runner import CudaGraphRunner, RunResult, SessionRunner
 from ortkube.runtime.shapes import (
     check_inputs,
     check_profiles_against_signature,
@@ -45,7 +51,7 @@ from ortkube.runtime.shapes import (
 )
 from ortkube.runtime.signature import ModelSignature, signature_of
 from ortkube.runtime.source import fetch_model
-from ortkube.runtime.warmup import warmup_feeds
+from ortkube.runtime.warmup import fixed_shapes, warmup_feeds
 
 log = logging.getLogger("ortkube.runtime.model")
 
@@ -81,12 +87,14 @@ class LoadedModel:
     # Serves shapes outside the declared profiles when the policy is 'fallback'.
     fallback_runner: SessionRunner | None = None
     engine_cache_keys: list[str] = field(default_factory=list)
+    # Replays captured CUDA graphs for declared fixed shapes; tried before the routes.
+    graph_runners: list[CudaGraphRunner] = field(default_factory=list)
 
     @property
     def runners(self) -> list[SessionRunner]:
-        """Every session's runner, fallback included."""
+        """Every session's runner, fallback and graph runners included."""
         extra = [self.fallback_runner] if self.fallback_runner is not None else []
-        return [route.runner for route in self.routes] + extra
+        return [route.runner for route in self.routes] + extra + list(self.graph_runners)
 
 
 @dataclass
@@ -179,8 +187,17 @@ class ModelHost:
         )
         # The engine layer fetches or builds one artifact per TensorRT profile (or one
         # optimized model) in the shared cache; only providers that can run here are planned.
+        # CUDA graphs replay fixed shapes only: the routed sessions run without them, and
+        # graph sessions are added beside them for the declared fixed shapes.
+        without_graphs = config.model_copy(
+            update={
+                "providers": list(plan.usable),
+                "cuda": config.cuda.model_copy(update={"cuda_graph": False}),
+                "tensorrt": config.tensorrt.model_copy(update={"cuda_graph": False}),
+            }
+        )
         engines = prepare_engines(
-            config.model_copy(update={"providers": list(plan.usable)}),
+            without_graphs,
             Path(model_path),
             model_sha256,
             detect_environment(config.cuda.device_id),
@@ -212,6 +229,7 @@ class ModelHost:
             fallback_plan = ProviderPlan(plan.requested, (CUDA, CPU))
             session, _ = create_session(model_path, fallback_plan, session_options(threads))
             fallback = self._runner(session, fallback_plan, concurrency)
+        graph_runners = self._graph_runners(signature, routes, engines, plan, threads)
         return LoadedModel(
             signature,
             routes,
@@ -219,7 +237,53 @@ class ModelHost:
             model_sha256,
             fallback_runner=fallback,
             engine_cache_keys=[engine.plan.key.key for engine in engines],
+            graph_runners=graph_runners,
         )
+
+    def _graph_runners(
+        self,
+        signature: ModelSignature,
+        routes: list[EngineRoute],
+        engines: list[PreparedEngine],
+        plan: ProviderPlan,
+        threads: int,
+    ) -> list[CudaGraphRunner]:
+        config = self.config
+        if not (config.cuda.cuda_graph or config.tensorrt.cuda_graph):
+            return []
+        if plan.active not in GPU_PROVIDERS:
+            log.warning("event=cuda_graph_ignored reason='runs on %s, not a GPU'", plan.active)
+            return []
+        shapes_list = fixed_shapes(signature, config.profiles)
+        if not shapes_list:
+            log.warning(
+                "event=cuda_graph_ignored reason='no fixed shape declared: give a profile with "
+                "min == max, or use a model with static input shapes'"
+            )
+            return []
+        runners = []
+        names = [spec.name for spec in signature.outputs]
+        for shapes in shapes_list:
+            feeds = warmup_feeds(signature, [], WarmupConfig(shapes=[shapes]))[0]
+            index = next(i for i, r in enumerate(routes) if self._serves(r, shapes))
+            reference = dict(zip(names, routes[index].runner.run_sync(feeds, names), strict=True))
+            engine = engines[index]
+            session, _ = create_session(
+                str(engine.model_path),
+                ProviderPlan(plan.requested, engine.provider_names, plan.dropped),
+                session_options(
+                    threads, getattr(ort.GraphOptimizationLevel, engine.graph_optimization_level)
+                ),
+                with_cuda_graphs(engine.provider_options),
+            )
+            runners.append(
+                CudaGraphRunner(session, feeds, reference, ("cuda", config.cuda.device_id))
+            )
+            log.info("event=cuda_graph_session model=%s shapes=%s", config.name, shapes)
+        return runners
+
+    def _serves(self, route: EngineRoute, shapes: Mapping[str, Sequence[int]]) -> bool:
+        return not self.config.profiles or select_profile(route.profiles, shapes) is not None
 
     def _runner(
         self, session: ort.InferenceSession, plan: ProviderPlan, concurrency: int
@@ -269,10 +333,11 @@ class ModelHost:
         return InferOutcome(outputs, result, _batch_size(request))
 
     def _route(self, loaded: LoadedModel, shapes: Mapping[str, Sequence[int]]) -> SessionRunner:
-        if not self.config.profiles:
-            return loaded.routes[0].runner
+        for graph in loaded.graph_runners:
+            if graph.accepts(shapes):
+                return graph
         for route in loaded.routes:
-            if select_profile(route.profiles, shapes) is not None:
+            if self._serves(route, shapes):
                 return route.runner
         if self.config.out_of_range is OutOfRangePolicy.REJECT:
             raise InvalidRequest(outside_profiles_message(self.config.profiles, shapes))

@@ -139,6 +139,18 @@ def session_options(
     return options
 
 
+def with_cuda_graphs(
+    provider_options: Mapping[str, Mapping[str, str]],
+) -> dict[str, dict[str, str]]:
+    """The same provider options with CUDA graph capture turned on for the GPU providers."""
+    options = {name: dict(values) for name, values in provider_options.items()}
+    if CUDA in options:
+        options[CUDA]["enable_cuda_graph"] = "1"
+    if TENSORRT in options:
+        options[TENSORRT]["trt_cuda_graph_enable"] = "True"
+    return options
+
+
 def create_session(
     model_path: str,
     plan: ProviderPlan,

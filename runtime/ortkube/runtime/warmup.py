@@ -60,3 +60,19 @@ def warmup_feeds(
 ) -> list[Feeds]:
     """Input arrays for every warm-up run."""
     return [_feeds_for(signature, shapes) for shapes in warmup_shapes(signature, profiles, config)]
+
+
+def fixed_shapes(
+    signature: ModelSignature, profiles: Sequence[ShapeProfile]
+) -> list[dict[str, list[int]]]:
+    """Shapes a CUDA graph can be captured for: each profile with min == max for every input,
+    or, without profiles, the model's own shapes when none is dynamic."""
+    if profiles:
+        return [
+            {r.name: list(r.min) for r in profile.inputs}
+            for profile in profiles
+            if all(r.min == r.max for r in profile.inputs)
+        ]
+    if all(DYNAMIC not in spec.shape for spec in signature.inputs):
+        return [{spec.name: list(spec.shape) for spec in signature.inputs}]
+    return []
