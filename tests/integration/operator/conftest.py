@@ -1,4 +1,4 @@
-"""Fixtures for the operator on the real dev control plane: CRD, namespace, a running operator.
+"""Fixtures for the operator on the dev control plane (tests/integration/conftest.py's cluster).
 
 Each test gets its own namespace and its own ``ortkube operator`` process watching only that
 namespace, so tests do not see each other's objects and one can stop and restart its operator.
@@ -11,56 +11,35 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from ortkube.devcluster import controlplane
-from ortkube.devcluster.layout import load_layout
-from ortkube.devcluster.paths import bin_dir
+from tests.integration.conftest import DevCluster
+from tests.integration.kube_waits import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "ortmodel.yaml"
 RESYNC_S = 1.0
-T = TypeVar("T")
-
-
-def wait_until(check: Callable[[], T | None], timeout: float = 60.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy; fail naming ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or check}: last={last!r}")
 
 
 @dataclass(frozen=True)
 class Kube:
-    """kubectl against the test cluster, returning parsed JSON where asked."""
+    """The session's cluster seen from one test namespace (kubectl, JSON in and out)."""
 
-    kubeconfig: Path
-    namespace: str = "default"
+    cluster: DevCluster
+    namespace: str
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.cluster.kubeconfig
 
     def run(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        argv = [str(bin_dir() / "kubectl"), "--kubeconfig", str(self.kubeconfig), *args]
-        done = subprocess.run(
-            argv, check=False, input=stdin, capture_output=True, text=True, timeout=60
-        )
-        if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr}")
-        return done.stdout + (done.stderr if not check else "")
-
-    def in_namespace(self, namespace: str) -> Kube:
-        return Kube(self.kubeconfig, namespace)
+        return self.cluster.kubectl(*args, stdin=stdin, check=check)
 
     def apply(self, manifest: dict[str, Any], check: bool = True) -> str:
         return self.run(
@@ -68,55 +47,28 @@ class Kube:
         )
 
     def get(self, kind: str, name: str) -> dict[str, Any] | None:
-        out = self.run("get", kind, name, "-n", self.namespace, "-o", "json", "--ignore-not-found")
-        return json.loads(out) if out.strip() else None
+        return self.cluster.get(kind, name, self.namespace)
 
     def items(self, kind: str, selector: str = "") -> list[dict[str, Any]]:
-        args = ["get", kind, "-n", self.namespace, "-o", "json"]
-        if selector:
-            args += ["-l", selector]
-        found: list[dict[str, Any]] = json.loads(self.run(*args))["items"]
-        return found
+        return self.cluster.items(kind, self.namespace, selector)
 
     def events(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.items("events") if e["involvedObject"]["name"] == name]
 
 
 @pytest.fixture(scope="session")
-def kubeconfig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A running dev control plane: the one ORTKUBE_DEV_STATE_DIR names, else a fresh one."""
-    named = os.environ.get("ORTKUBE_DEV_STATE_DIR")
-    if named and controlplane.apiserver_ready(Path(named)):
-        layout = load_layout(Path(named))
-        assert layout is not None
-        yield layout.kubeconfig("admin")
-        return
-    if not (bin_dir() / "kube-apiserver").is_file():
-        pytest.skip("dev control plane not built: run `ortkube dev build`")
-    state_dir = tmp_path_factory.mktemp("cluster")
-    layout = controlplane.up(state_dir, controlplane.UpOptions(fake_nodes=1))
-    try:
-        yield layout.kubeconfig("admin")
-    finally:
-        controlplane.down(state_dir, quiet=True)
-
-
-@pytest.fixture(scope="session")
-def kube(kubeconfig: Path) -> Kube:
-    """kubectl with the CRD installed and established."""
-    cluster = Kube(kubeconfig)
-    cluster.run("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    cluster.run("wait", "--for=condition=Established", "crd/ortmodels.ortkube.io", "--timeout=60s")
-    return cluster
+def ortmodel_crd(dev_cluster: DevCluster) -> None:
+    """The committed CRD, installed and established."""
+    dev_cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
+    dev_cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/ortmodels.ortkube.io", "--timeout=60s"
+    )
 
 
 @pytest.fixture
-def ns(kube: Kube) -> Iterator[Kube]:
-    """A fresh namespace, deleted afterwards (without waiting)."""
-    name = f"t-{uuid.uuid4().hex[:8]}"
-    kube.run("create", "namespace", name)
-    yield kube.in_namespace(name)
-    kube.run("delete", "namespace", name, "--wait=false")
+def ns(dev_cluster: DevCluster, namespace: str, ortmodel_crd: None) -> Kube:
+    """The test's namespace, with the CRD in place."""
+    return Kube(dev_cluster, namespace)
 
 
 def _free_port() -> int:
@@ -158,7 +110,7 @@ class OperatorProcess:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-        wait_until(self._alive, 60, "the operator's liveness endpoint")
+        wait_for(self._alive, 60, "the operator's liveness endpoint")
 
     def _alive(self) -> bool:
         assert self.process is not None

@@ -13,8 +13,9 @@ import pytest
 import tritonclient.http as httpclient
 
 from ortkube.runtime.engine.sample_models import dynamic_mlp
+from tests.integration.kube_waits import wait_for
 
-from .conftest import Kube, OperatorProcess, wait_until
+from .conftest import Kube, OperatorProcess
 
 pytestmark = pytest.mark.controlplane
 LOCAL_NODE = "ortkube-local"
@@ -85,7 +86,7 @@ def test_ortmodel_becomes_ready_and_serves_inference(
     if ns.get("node", LOCAL_NODE) is None:
         pytest.skip("the dev cluster runs no podrunner node")
     ns.apply(served_model("mlp", model_path))
-    status = wait_until(lambda: ready_status(ns, "mlp"), 120, "phase Ready")
+    status = wait_for(lambda: ready_status(ns, "mlp"), 120, "phase Ready")
     assert status["provider"] == "CPUExecutionProvider"
     assert status["readyReplicas"] == 1
     engine = next(c for c in status["conditions"] if c["type"] == "EngineReady")
@@ -100,13 +101,13 @@ def test_ortmodel_becomes_ready_and_serves_inference(
 
     # A spec change rolls a new pod in; it becomes ready and serves, and the old one goes.
     ns.apply(served_model("mlp", model_path, warmup={"iterations": 2}))
-    wait_until(lambda: ready_status(ns, "mlp", generation=2), 120, "Ready at generation 2")
+    wait_for(lambda: ready_status(ns, "mlp", generation=2), 120, "Ready at generation 2")
 
     def rolled_pod_alone() -> str | None:
         ips = serving_pod_ips(ns, "mlp")
         return ips[0] if len(ips) == 1 and ips != [pod_ip] else None
 
-    new_ip = wait_until(rolled_pod_alone, 120, "the rolled pod alone serving")
+    new_ip = wait_for(rolled_pod_alone, 120, "the rolled pod alone serving")
     np.testing.assert_allclose(infer(new_ip, "mlp", batch), expected, rtol=1e-5)
 
 
@@ -116,7 +117,7 @@ def test_a_bad_update_degrades_but_keeps_serving(
     if ns.get("node", LOCAL_NODE) is None:
         pytest.skip("the dev cluster runs no podrunner node")
     ns.apply(served_model("keep", model_path))
-    wait_until(lambda: ready_status(ns, "keep"), 120, "phase Ready")
+    wait_for(lambda: ready_status(ns, "keep"), 120, "phase Ready")
     (pod_ip,) = serving_pod_ips(ns, "keep")
     broken = served_model("keep", model_path.with_name("missing.onnx"))
     ns.apply(broken)
@@ -125,7 +126,7 @@ def test_a_bad_update_degrades_but_keeps_serving(
         status = (ns.get("ortmodel", "keep") or {}).get("status") or {}
         return status if status.get("phase") == "Degraded" else None
 
-    status = wait_until(degraded, 120, "phase Degraded")
+    status = wait_for(degraded, 120, "phase Degraded")
     assert "1/1 replicas ready" in status["message"]
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True"

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import RESYNC_S, Kube, OperatorProcess, wait_until
+from tests.integration.kube_waits import wait_for
+
+from .conftest import RESYNC_S, Kube, OperatorProcess
 
 pytestmark = pytest.mark.controlplane
 
@@ -35,7 +37,7 @@ def children(ns: Kube, name: str) -> dict[str, list[dict[str, Any]]]:
 
 
 def deployment(ns: Kube, name: str) -> dict[str, Any]:
-    found = wait_until(lambda: ns.get("deployment", name), 30, f"deployment {name}")
+    found = wait_for(lambda: ns.get("deployment", name), 30, f"deployment {name}")
     return found
 
 
@@ -88,7 +90,7 @@ def test_apply_creates_every_child_with_expected_fields(
         found = children(ns, "resnet")
         return found if all(found.values()) else None
 
-    found = wait_until(all_children, 60, "all children")
+    found = wait_for(all_children, 60, "all children")
     model = ns.get("ortmodel", "resnet")
     assert model is not None
     for kind, objects in found.items():
@@ -107,7 +109,7 @@ def test_apply_creates_every_child_with_expected_fields(
     ]
     hpa = found["hpa"][0]
     assert hpa["spec"]["scaleTargetRef"]["kind"] == "OrtModel"
-    status = wait_until(lambda: status_of(ns, "resnet").get("endpoint") and status_of(ns, "resnet"))
+    status = wait_for(lambda: status_of(ns, "resnet").get("endpoint") and status_of(ns, "resnet"))
     assert status["endpoint"] == f"http://resnet.{ns.namespace}.svc:8080/v2/models/resnet/infer"
     assert (
         status["selector"]
@@ -118,7 +120,7 @@ def test_apply_creates_every_child_with_expected_fields(
 def test_pods_land_on_a_node_with_the_requested_gpu(ns: Kube, operator: OperatorProcess) -> None:
     scheduling = {"gpuProduct": "NVIDIA-H100-80GB-HBM3", "tolerations": [KWOK_TOLERATION]}
     ns.apply(ortmodel("placed", replicas=2, scheduling=scheduling))
-    pods = wait_until(
+    pods = wait_for(
         lambda: [
             p
             for p in ns.items("pods", "app.kubernetes.io/instance=placed")
@@ -155,7 +157,7 @@ def test_spec_edit_rolls_pods_and_unchanged_apply_changes_nothing(
 
     manifest["spec"]["precision"] = "fp16"
     ns.apply(manifest)
-    rolled = wait_until(
+    rolled = wait_for(
         lambda: (d := deployment(ns, "bert"))["metadata"]["generation"] > generation and d,
         30,
         "a new Deployment generation",
@@ -172,11 +174,11 @@ def test_kubectl_scale_changes_replicas_without_a_rollout(
     ns.apply(ortmodel("scaled"))
     before = deployment(ns, "scaled")["spec"]["template"]
     ns.run("scale", "ortmodel", "scaled", "--replicas", "3", "-n", ns.namespace)
-    after = wait_until(
+    after = wait_for(
         lambda: (d := deployment(ns, "scaled"))["spec"]["replicas"] == 3 and d, 30, "3 replicas"
     )
     assert after["spec"]["template"] == before
-    assert wait_until(lambda: ns.items("pdb", "app.kubernetes.io/instance=scaled"), 30, "a PDB")
+    assert wait_for(lambda: ns.items("pdb", "app.kubernetes.io/instance=scaled"), 30, "a PDB")
 
 
 def test_drift_in_the_deployment_is_undone(ns: Kube, operator: OperatorProcess) -> None:
@@ -184,7 +186,7 @@ def test_drift_in_the_deployment_is_undone(ns: Kube, operator: OperatorProcess) 
     deployment(ns, "drift")
     patch = '{"spec":{"template":{"spec":{"containers":[{"name":"runtime","image":"evil:1"}]}}}}'
     ns.run("patch", "deployment", "drift", "-n", ns.namespace, "--type", "strategic", "-p", patch)
-    wait_until(
+    wait_for(
         lambda: (
             deployment(ns, "drift")["spec"]["template"]["spec"]["containers"][0]["image"]
             == "ortkube/runtime:test"
@@ -197,10 +199,10 @@ def test_drift_in_the_deployment_is_undone(ns: Kube, operator: OperatorProcess) 
 def test_children_no_longer_wanted_are_deleted(ns: Kube, operator: OperatorProcess) -> None:
     manifest = ortmodel("shrink", autoscaling={"minReplicas": 2, "maxReplicas": 3})
     ns.apply(manifest)
-    wait_until(lambda: ns.get("hpa", "shrink") and ns.get("pdb", "shrink"), 30, "HPA and PDB")
+    wait_for(lambda: ns.get("hpa", "shrink") and ns.get("pdb", "shrink"), 30, "HPA and PDB")
     remove = '[{"op": "remove", "path": "/spec/autoscaling"}]'
     ns.run("patch", "ortmodel", "shrink", "-n", ns.namespace, "--type", "json", "-p", remove)
-    wait_until(
+    wait_for(
         lambda: ns.get("hpa", "shrink") is None and ns.get("pdb", "shrink") is None,
         30,
         "HPA and PDB gone",
@@ -216,12 +218,12 @@ def test_a_refused_child_does_not_hold_the_others_back(ns: Kube, operator: Opera
     manifest["spec"]["precision"] = "fp16"
     ns.apply(manifest)
     # ...but the Deployment still gets the new config, and the refusal is reported.
-    wait_until(
+    wait_for(
         lambda: deployment(ns, "cache")["spec"]["template"]["metadata"]["annotations"] != first,
         30,
         "the Deployment to roll",
     )
-    events = wait_until(
+    events = wait_for(
         lambda: [
             e
             for e in ns.events("cache")
@@ -238,11 +240,11 @@ def test_a_refused_child_does_not_hold_the_others_back(ns: Kube, operator: Opera
 
 def test_delete_garbage_collects_children(ns: Kube, operator: OperatorProcess) -> None:
     ns.apply(ortmodel("gone", engineCache={"size": "1Gi"}))
-    wait_until(
+    wait_for(
         lambda: all(children(ns, "gone")[k] for k in ("configmap", "service", "deployment")), 30
     )
     ns.run("delete", "ortmodel", "gone", "-n", ns.namespace, "--wait=true")
-    wait_until(lambda: not any(children(ns, "gone").values()), 60, "children garbage-collected")
+    wait_for(lambda: not any(children(ns, "gone").values()), 60, "children garbage-collected")
 
 
 def test_invalid_spec_fails_with_event_while_a_neighbour_reconciles(
@@ -253,23 +255,23 @@ def test_invalid_spec_fails_with_event_while_a_neighbour_reconciles(
     broken = ortmodel("broken", profiles=[profile], warmup={"shapes": [{"x": [9]}]})
     ns.apply(broken)
     ns.apply(ortmodel("healthy"))
-    ready = wait_until(lambda: condition(ns, "broken", "Ready"), 30, "a Ready condition")
+    ready = wait_for(lambda: condition(ns, "broken", "Ready"), 30, "a Ready condition")
     assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
     assert "warmup.shapes[0]" in ready["message"]
     assert status_of(ns, "broken")["phase"] == "Failed"
-    events = wait_until(
+    events = wait_for(
         lambda: [e for e in ns.events("broken") if e["reason"] == "InvalidSpec"], 30, "an event"
     )
     assert events[0]["type"] == "Warning"
     assert ns.get("deployment", "broken") is None
     deployment(ns, "healthy")
     # kwok reports its fake pods ready, so the neighbour may get as far as Ready.
-    assert wait_until(lambda: status_of(ns, "healthy").get("phase"), 30) in {"Pending", "Ready"}
+    assert wait_for(lambda: status_of(ns, "healthy").get("phase"), 30) in {"Pending", "Ready"}
     # Fixing the spec lets it reconcile like any other.
     broken["spec"]["warmup"] = {"shapes": [{"x": [3]}]}
     ns.apply(broken)
     deployment(ns, "broken")
-    wait_until(lambda: condition(ns, "broken", "Ready").get("reason") != "InvalidSpec", 30)
+    wait_for(lambda: condition(ns, "broken", "Ready").get("reason") != "InvalidSpec", 30)
 
 
 def test_operator_restarted_mid_way_converges_without_duplicates(
@@ -285,9 +287,9 @@ def test_operator_restarted_mid_way_converges_without_duplicates(
     time.sleep(RESYNC_S * 2)
     assert deployment(ns, "restart")["spec"]["replicas"] == 2  # nobody reconciles meanwhile
     operator.start()
-    wait_until(lambda: deployment(ns, "restart")["spec"]["replicas"] == 3, 60, "3 replicas")
+    wait_for(lambda: deployment(ns, "restart")["spec"]["replicas"] == 3, 60, "3 replicas")
     generation = ns.get("ortmodel", "restart")["metadata"]["generation"]  # type: ignore[index]
-    wait_until(lambda: status_of(ns, "restart").get("observedGeneration") == generation, 30)
+    wait_for(lambda: status_of(ns, "restart").get("observedGeneration") == generation, 30)
     for kind, objects in children(ns, "restart").items():
         assert len(objects) == (1 if kind in {"configmap", "service", "deployment", "pdb"} else 0)
 
@@ -296,7 +298,7 @@ def test_kubectl_get_shows_phase_provider_ready_endpoint_age(
     ns: Kube, operator: OperatorProcess
 ) -> None:
     ns.apply(ortmodel("columns"))
-    wait_until(lambda: status_of(ns, "columns").get("phase") == "Ready", 60, "kwok's pod ready")
+    wait_for(lambda: status_of(ns, "columns").get("phase") == "Ready", 60, "kwok's pod ready")
     table = ns.run("get", "ortm", "-n", ns.namespace)
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "PROVIDER", "READY", "ENDPOINT", "AGE"]
