@@ -122,9 +122,11 @@ class CudaConfig(StrictModel):
     device_id: int = Field(default=0, ge=0, description="CUDA device ordinal.")
     cuda_graph: bool = Field(default=False, description="Capture CUDA graphs for fixed shapes.")
     io_binding: bool = Field(
-        default=True,
-        description="Run small requests through IOBinding (outputs kept on the device until "
-        "one copy back) instead of plain run().",
+        default=False,
+        description="Run requests up to io_binding_max_bytes through IOBinding (outputs kept "
+        "on the device until one copy back) instead of plain run(). Off by default: measured "
+        "no faster than run() from host memory (bench/results/gpu_run_strategies_*.md); "
+        "cuda_graph with a fixed-shape profile is what pays.",
     )
     io_binding_max_bytes: int = Field(
         default=1 << 20,
@@ -186,7 +188,7 @@ class ServerConfig(StrictModel):
     max_concurrency: int = Field(
         default=0,
         ge=0,
-        description="Inference runs at once (0: one per core).",
+        description="Inference runs at once (0: one per core on CPU, two on a GPU).",
     )
     intra_op_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per run (0: cores / concurrency)."

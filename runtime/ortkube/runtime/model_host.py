@@ -183,7 +183,9 @@ class ModelHost:
         for name, reason in plan.dropped.items():
             log.warning("event=provider_unavailable provider=%s reason=%r", name, reason)
         concurrency, threads = default_threads(
-            config.server.max_concurrency, config.server.intra_op_threads
+            config.server.max_concurrency,
+            config.server.intra_op_threads,
+            on_gpu=plan.active in GPU_PROVIDERS,
         )
         # The engine layer fetches or builds one artifact per TensorRT profile (or one
         # optimized model) in the shared cache; only providers that can run here are planned.

@@ -107,15 +107,23 @@ def reconcile_with_session(plan: ProviderPlan, registered: Sequence[str]) -> Pro
     return ProviderPlan(plan.requested, usable or (CPU,), dropped)
 
 
-def default_threads(max_concurrency: int, intra_op_threads: int) -> tuple[int, int]:
+# On a GPU the runs share one device: two at a time overlap one's host copies with the
+# other's kernels; more only contend for the GIL with the event loop (16 threads served 15%
+# fewer requests than 1 on an H200, bench/results/serve_vs_inprocess_h200_cuda.md).
+GPU_CONCURRENCY = 2
+
+
+def default_threads(
+    max_concurrency: int, intra_op_threads: int, on_gpu: bool = False
+) -> tuple[int, int]:
     """Concurrent runs and intra-op threads per run, sized so they do not oversubscribe cores.
 
-    Unset, one single-threaded run per core: under concurrent load this beats one run
+    Unset on CPU, one single-threaded run per core: under concurrent load this beats one run
     spreading over every core (no intra-op synchronisation, and while one run waits on the
     event loop the other computes). Measured in bench/serve_vs_inprocess.py.
     """
     cores = os.cpu_count() or 1
-    concurrency = max_concurrency or cores
+    concurrency = max_concurrency or (min(GPU_CONCURRENCY, cores) if on_gpu else cores)
     threads = intra_op_threads or max(1, cores // concurrency)
     return concurrency, threads
 

@@ -43,10 +43,10 @@ def payload_bytes(feeds: Feeds) -> int:
 class SessionRunner:
     """Executes one session's runs on a fixed number of worker threads.
 
-    On a GPU provider, small requests go through IOBinding (outputs stay on the device
-    until one copy back): measured 1.27x faster than ``session.run`` at 128 KiB on an H100.
-    Large ones use plain ``run``, which copied 32 MiB back 2.5x faster than
-    ``copy_outputs_to_cpu`` did (bench/results/gpu_run_strategies.md).
+    With IOBinding asked for on a GPU provider, requests up to ``io_binding_max_bytes`` bind
+    their inputs and keep outputs on the device until one copy back; larger ones use plain
+    ``run``, which copied 32 MiB back 2.5-3x faster than ``copy_outputs_to_cpu`` on an H100
+    and an H200 (bench/results/gpu_run_strategies_*.md). String tensors never bind.
     """
 
     def __init__(
