@@ -171,9 +171,17 @@ class BatchingConfig(StrictModel):
     """Dynamic batching: gather concurrent requests into one run."""
 
     enabled: bool = Field(default=False, description="Turn dynamic batching on.")
-    max_batch_size: int = Field(default=8, ge=1, description="Largest batch formed.")
+    max_batch_size: int = Field(
+        default=8,
+        ge=1,
+        description="Largest batch formed, in rows of the first (batch) dimension, as in "
+        "Triton; a request already larger runs alone.",
+    )
     max_queue_delay_ms: float = Field(
-        default=2.0, ge=0, description="How long the first request waits for others."
+        default=0.0,
+        ge=0,
+        description="How long the oldest queued request waits for companions. 0: batches "
+        "form only from requests that queued while the runners were busy.",
     )
 
 

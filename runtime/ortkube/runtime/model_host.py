@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ortkube.runtime.batching import DynamicBatcher, batchable
 from ortkube.runtime.config import OutOfRangePolicy, RuntimeConfig, ShapeProfile, WarmupConfig
 from ortkube.runtime.engine import (
     PreparedEngine,
@@ -104,6 +105,8 @@ class InferOutcome:
     outputs: list[tuple[str, np.ndarray[Any, Any], bool]]
     run: RunResult
     batch_size: int
+    # onnxruntime runs this request accounts for: 0 when it rode in another's batch.
+    executions: int = 1
 
 
 def _batch_size(request: InferRequest) -> int:
@@ -122,6 +125,7 @@ class ModelHost:
     loaded: LoadedModel | None = None
     timings: dict[str, float] = field(default_factory=dict)
     request_metrics: ModelRequestMetrics = field(init=False)
+    batcher: DynamicBatcher | None = None
 
     def __post_init__(self) -> None:
         self.request_metrics = bind_request_metrics(
@@ -161,6 +165,7 @@ class ModelHost:
             self.timings["warmup_seconds"] = time.perf_counter() - warm_started
             self.metrics.warmup_seconds.labels(**self._labels()).set(self.timings["warmup_seconds"])
             self.loaded = loaded
+            self._start_batching(loaded)
             self.metrics.provider.labels(**self._labels()).info(
                 {
                     "provider": loaded.plan.active,
@@ -327,12 +332,33 @@ class ModelHost:
             loaded.signature, request.outputs, request.binary_output_default
         )
         runner = self._route(loaded, {name: array.shape for name, array in request.inputs.items()})
-        result = await runner.run(request.inputs, [output.name for output in wanted])
+        names = [output.name for output in wanted]
+        executions = 1
+        if self.batcher is not None:
+            batched = await self.batcher.submit(request.inputs, names, runner)
+            result, executions = batched.run, int(batched.leader)
+        else:
+            result = await runner.run(request.inputs, names)
         outputs = [
             (output.name, array, output.binary)
             for output, array in zip(wanted, result.outputs, strict=True)
         ]
-        return InferOutcome(outputs, result, _batch_size(request))
+        return InferOutcome(outputs, result, _batch_size(request), executions)
+
+    def _start_batching(self, loaded: LoadedModel) -> None:
+        batching = self.config.batching
+        if not batching.enabled:
+            return
+        reason = batchable(loaded.signature)
+        if reason is not None:
+            log.warning("event=batching_ignored model=%s reason=%r", self.config.name, reason)
+            return
+        self.batcher = DynamicBatcher(
+            lambda shapes: self._route(loaded, shapes),
+            workers=loaded.routes[0].runner.concurrency,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_s=batching.max_queue_delay_ms / 1000,
+        )
 
     def _route(self, loaded: LoadedModel, shapes: Mapping[str, Sequence[int]]) -> SessionRunner:
         for graph in loaded.graph_runners:
@@ -369,6 +395,11 @@ class ModelHost:
         """Stop reporting ready (in-flight requests still finish)."""
         if self.phase is Phase.READY:
             self._set_phase(Phase.DRAINING, "shutting down")
+
+    async def stop_batching(self) -> None:
+        """Stop the batcher's workers (after in-flight requests have drained)."""
+        if self.batcher is not None:
+            await self.batcher.close()
 
     def close(self) -> None:
         """Release the worker threads."""

@@ -88,6 +88,7 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         loading.cancel()
         # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
         await runner.cleanup()
+        await host.stop_batching()
         await asyncio.to_thread(host.close)
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

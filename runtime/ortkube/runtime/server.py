@@ -192,7 +192,7 @@ async def infer(request: web.Request) -> web.Response:
         metrics.pending.dec()
     metrics.success.inc()
     metrics.inference_count.inc(outcome.batch_size)
-    metrics.execution_count.inc()
+    metrics.execution_count.inc(outcome.executions)
     metrics.queue_duration.observe(outcome.run.queue_seconds)
     metrics.compute_duration.observe(outcome.run.compute_seconds)
     metrics.request_duration.observe(time.perf_counter() - started)
