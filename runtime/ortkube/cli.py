@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "operator": ("ortkube.operator.cli", "run the operator that serves OrtModels"),
     "crd": ("ortkube.operator.crd", "print (or --write) the OrtModel CRD"),
     "engine": ("ortkube.runtime.engine.cli", "build, fetch or inspect cached TensorRT engines"),
+    "demo": ("ortkube.demo.cli", "the chart, the operator and one served model on the dev cluster"),
 }
 
 

@@ -1,0 +1,1 @@
+"""``ortkube demo``: the chart, the operator and one served model on the dev control plane."""
