@@ -186,6 +186,27 @@ def test_crashing_container_is_restarted_with_backoff(
     assert status["lastState"]["terminated"]["exitCode"] == 3
 
 
+def test_failing_liveness_probe_restarts_the_container(
+    dev_cluster: DevCluster, namespace: str
+) -> None:
+    container = {
+        "name": "sleeper",
+        "image": "x",
+        "command": ["sleep", "600"],
+        # Nothing listens on the pod IP's port 9: the probe fails and the kubelet kills it.
+        "livenessProbe": {"tcpSocket": {"port": 9}, "periodSeconds": 1, "failureThreshold": 2},
+    }
+    dev_cluster.apply(deployment("liveness", {"containers": [container]}), namespace)
+
+    def restarted() -> dict[str, Any] | None:
+        pods = pods_of(dev_cluster, namespace, "liveness")
+        statuses = (pods[0]["status"].get("containerStatuses") or []) if pods else []
+        return statuses[0] if statuses and statuses[0]["restartCount"] >= 1 else None
+
+    status = wait_for(restarted, timeout=60, describe="restart after failed liveness probe")
+    assert status["lastState"]["terminated"]["exitCode"] in (128 + 15, 128 + 9)
+
+
 def test_deleted_pod_process_gets_sigterm_then_object_goes(
     dev_cluster: DevCluster, namespace: str
 ) -> None:

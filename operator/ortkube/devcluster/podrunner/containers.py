@@ -121,8 +121,12 @@ class ContainerRun:
             self.done = True
         return int(terminated["exitCode"])
 
-    def stop(self, grace_s: float) -> None:
-        """SIGTERM the container's process group, SIGKILL it after ``grace_s``."""
+    def stop(self, grace_s: float, forget: bool = True) -> None:
+        """SIGTERM the container's process group, SIGKILL it after ``grace_s``.
+
+        ``forget=False`` keeps the exited process for reap(), which then counts the restart
+        (a failed liveness probe); otherwise the container is simply gone (pod termination).
+        """
         if self.proc is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -134,7 +138,8 @@ class ContainerRun:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         _kill_group_leftovers(self.pod_dir, self.name)
-        self.proc = None
+        if forget:
+            self.proc = None
 
     @property
     def ready(self) -> bool:

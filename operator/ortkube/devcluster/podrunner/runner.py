@@ -6,9 +6,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
+
+import urllib3
 
 from ortkube.devcluster.kubeclient import api_client as kubeclient_api
 from ortkube.devcluster.kubeclient import body, core_api, new_watch
@@ -112,7 +115,12 @@ class PodRunner:
                         self._handle(event["type"], event["raw_object"])
             except client.ApiException as error:
                 if error.status != 410:  # 410: our version expired; relisting fixes it
-                    raise
+                    log_event("podrunner.watch_failed", error=str(error.reason))
+                    time.sleep(1.0)
+            except (OSError, ValueError, urllib3.exceptions.HTTPError) as error:
+                # The apiserver restarted or the connection dropped: relist and go on.
+                log_event("podrunner.watch_failed", error=repr(error))
+                time.sleep(1.0)
 
     def stop_all(self) -> None:
         """Stop every pod's processes (the pod objects stay, as when a kubelet stops)."""

@@ -133,10 +133,11 @@ class PodWorker(threading.Thread):
             return True
         try:
             self._volumes = materialize(pod, self.pod_dir, self._ctx.volumes_dir, self._ctx.reader)
-        except podspec.ContainerConfigError as error:
+        except (podspec.ContainerConfigError, self._api_error) as error:
+            # Retried every tick; shown the way the kubelet shows it.
             for container in self.containers:
                 if not container.running:
-                    container.waiting("CreateContainerConfigError", str(error))
+                    container.waiting("CreateContainerConfigError", str(error).strip())
             return False
         self._volumes_synced = now
         return True
@@ -213,7 +214,7 @@ class PodWorker(threading.Thread):
                     "podrunner.probe_failed", pod=self.key, container=container.name, probe=kind
                 )
                 grace = float(state.probe.get("terminationGracePeriodSeconds", 2))
-                container.stop(grace)  # reap() on the next step restarts it per restartPolicy
+                container.stop(grace, forget=False)  # reap() restarts it per restartPolicy
 
     def _terminate(self, pod: podspec.Pod) -> None:
         grace = pod["metadata"].get("deletionGracePeriodSeconds")
