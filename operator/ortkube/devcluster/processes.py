@@ -158,6 +158,7 @@ def stop(state_dir: Path, name: str, grace_s: float = 10.0) -> bool:
             while _group_alive(pid) and time.monotonic() < deadline + 5:
                 _reap(pid)
                 time.sleep(0.1)
+        _reap(pid)  # it may have exited between the last poll and the group check
         log_event("process.stop", component=name, pid=pid)
     pid_file(state_dir, name).unlink(missing_ok=True)
     return was_running
