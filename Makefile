@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: test lint typecheck unit dev-build demo serve-sample bench crd clean
+.PHONY: test lint typecheck unit dev-build demo chart-lint serve-sample bench crd clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,17 @@ test: lint typecheck dev-build
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit
 
-# Until the operator demo exists: serve the bundled sample model and send one inference.
+# The dev control plane, the Helm chart, the operator and one served model, called once
+# (minutes once the binaries are cached). `.venv/bin/ortkube demo --down` tears it all down.
+demo: dev-build
+	$(BIN)/ortkube demo
+
+# What ships: the chart (helm lint --strict, the dev cache's helm) and the Dockerfile (hadolint).
+chart-lint: dev-build
+	"$$($(BIN)/python -c 'from ortkube.devcluster.paths import bin_dir; print(bin_dir())')/helm" lint --strict charts/ortkube
+	$(BIN)/hadolint Dockerfile
+
+# The runtime alone: serve the bundled sample model and send one inference.
 serve-sample: $(STAMP)
 	$(BIN)/python examples/serve_sample.py
 
