@@ -18,10 +18,10 @@ from ortkube.runtime.engine.cli import main as engine_main
 from ortkube.runtime.engine.directory_store import DirectoryStore
 from ortkube.runtime.engine.environment import detect_environment
 from ortkube.runtime.engine.errors import EngineBuildError
-from ortkube.runtime.engine.manifest import file_sha256
 from ortkube.runtime.engine.options import OPTIMIZED_MODEL
 from ortkube.runtime.engine.prepare import PreparedEngine, prepare_engines
 from ortkube.runtime.engine.sample_models import conv_stack, dynamic_mlp
+from ortkube.runtime.source import file_sha256
 
 CPU = ["CPUExecutionProvider"]
 
@@ -175,9 +175,9 @@ def test_cli_build_force_rebuilds_an_existing_entry(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model": {"uri": "https://models.example/m.onnx"}}, "is remote; fetch it first"),
+        ({"model": {"uri": "s3://bucket/m.onnx"}}, "unsupported scheme 's3'"),
         ({"model": {"uri": "/nowhere/m.onnx"}}, "does not exist"),
-        ({"model": {"sha256": "0" * 64}}, "model.sha256 says"),
+        ({"model": {"sha256": "0" * 64}}, "model.sha256: "),
         ({"bogus_field": 1}, "bogus_field"),
     ],
 )

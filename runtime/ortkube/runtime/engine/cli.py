@@ -12,13 +12,12 @@ Exit codes: 0 done, 1 build or cache failure, 2 bad config or arguments, 3 timed
 from __future__ import annotations
 
 import argparse
-import hashlib
+import asyncio
 import json
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from pydantic import ValidationError
 
@@ -34,6 +33,8 @@ from ortkube.runtime.engine.manifest import EngineManifest
 from ortkube.runtime.engine.plan import plan_engines
 from ortkube.runtime.engine.prepare import PreparedEngine, default_store, prepare_engines
 from ortkube.runtime.engine.store import open_store
+from ortkube.runtime.errors import ModelSourceError
+from ortkube.runtime.source import fetch_model
 
 _CHUNK = 1 << 20
 
@@ -82,31 +83,17 @@ def _load_config(path: Path, cache: str | None) -> RuntimeConfig:
         raise UsageError(f"{path}: {error}") from error
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _model_file(config: RuntimeConfig, explicit: Path | None) -> tuple[Path, str]:
-    """The model's local path and digest: ``--model``, or a local ``model.uri``."""
-    if explicit is None:
-        parsed = urlparse(config.model.uri)
-        if parsed.scheme not in ("", "file"):
-            raise UsageError(
-                f"model.uri {config.model.uri!r} is remote; fetch it first and pass --model"
-            )
-        explicit = Path(unquote(parsed.path) if parsed.scheme == "file" else config.model.uri)
-    if not explicit.is_file():
-        raise UsageError(f"model file {explicit} does not exist")
-    digest = _sha256(explicit)
-    if config.model.sha256 and digest != config.model.sha256:
-        raise UsageError(
-            f"model file {explicit} has sha256 {digest}, model.sha256 says {config.model.sha256}"
-        )
-    return explicit, digest
+    """The model's local path and digest: ``--model``, else ``model.uri`` fetched the way
+    ``ortkube serve`` fetches it (path, file:// or http(s), verified, cached by digest)."""
+    source = config.model
+    if explicit is not None:
+        source = source.model_copy(update={"uri": str(explicit)})
+    try:
+        fetched = asyncio.run(fetch_model(source))
+    except ModelSourceError as error:
+        raise UsageError(str(error)) from error
+    return fetched.path, fetched.sha256
 
 
 def _describe(engine: PreparedEngine) -> dict[str, Any]:

@@ -6,7 +6,6 @@ reader detect a partial or corrupted one.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,10 +15,10 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ortkube.runtime.engine.environment import EngineEnvironment
+from ortkube.runtime.source import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
-_CHUNK = 1 << 20
 
 
 class ManifestFile(BaseModel):
@@ -71,15 +70,6 @@ class EngineManifest(BaseModel):
     def to_json(self) -> str:
         """Indented JSON, as stored."""
         return self.model_dump_json(indent=2)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def scan_files(root: Path) -> list[ManifestFile]:

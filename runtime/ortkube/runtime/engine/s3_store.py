@@ -31,7 +31,6 @@ from ortkube.runtime.engine.files import fsync_dir, remove_tree, write_durable
 from ortkube.runtime.engine.manifest import (
     MANIFEST_NAME,
     EngineManifest,
-    file_sha256,
     safe_relative_path,
     verify_files,
 )
@@ -45,6 +44,7 @@ from ortkube.runtime.engine.s3_client import (
     parse_s3_uri,
 )
 from ortkube.runtime.engine.store import LockLease, check_key, new_lease
+from ortkube.runtime.source import file_sha256
 
 _PUT_ID = "put-id"
 
