@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests import onnx_models  # noqa: E402
-from tests.runtime_process import ServeProcess, free_port  # noqa: E402
+from tests.runtime_process import ServeProcess, binary_infer_request, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve_vs_inprocess.md"
 BATCH, WIDTH, LAYERS = 32, 1024, 6
@@ -71,24 +71,8 @@ def in_process_throughput(
 
 
 def binary_request() -> tuple[bytes, dict[str, str]]:
-    data = np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32).tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "x",
-                    "datatype": "FP32",
-                    "shape": [BATCH, WIDTH],
-                    "parameters": {"binary_data_size": len(data)},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    return header + data, {
-        "Inference-Header-Content-Length": str(len(header)),
-        "Content-Type": "application/octet-stream",
-    }
+    x = np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32)
+    return binary_infer_request({"x": x})
 
 
 async def _post_loop(

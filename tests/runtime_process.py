@@ -11,10 +11,37 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+
+from ortkube.runtime.protocol import output_datatype
+
+
+def binary_infer_request(inputs: Mapping[str, np.ndarray]) -> tuple[bytes, dict[str, str]]:
+    """A v2 infer body with every input as binary data and binary outputs asked for."""
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": name,
+                    "datatype": output_datatype(array),
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": array.nbytes},
+                }
+                for name, array in inputs.items()
+            ],
+            "parameters": {"binary_data_output": True},
+        }
+    ).encode()
+    body = b"".join([header, *(np.ascontiguousarray(a).tobytes() for a in inputs.values())])
+    return body, {
+        "Inference-Header-Content-Length": str(len(header)),
+        "Content-Type": "application/octet-stream",
+    }
 
 
 def free_port() -> int:

@@ -12,32 +12,16 @@ import numpy as np
 from ortkube.runtime.providers import CPU
 from tests import onnx_models
 from tests.runtime.conftest import StartServer
+from tests.runtime_process import binary_infer_request
 
 WIDTH = 1024
-
-
-def request(x: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "x",
-                    "datatype": "FP32",
-                    "shape": list(x.shape),
-                    "parameters": {"binary_data_size": x.nbytes},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    return header + x.tobytes(), {"Inference-Header-Content-Length": str(len(header))}
 
 
 async def send_concurrently(base_url: str, inputs: list[np.ndarray]) -> list[np.ndarray]:
     async with aiohttp.ClientSession() as session:
 
         async def one(x: np.ndarray) -> np.ndarray:
-            body, headers = request(x)
+            body, headers = binary_infer_request({"x": x})
             async with session.post(
                 f"{base_url}/v2/models/slow/infer", data=body, headers=headers
             ) as response:

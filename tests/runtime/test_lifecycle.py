@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 
@@ -14,7 +13,7 @@ import pytest
 from ortkube.runtime.providers import CPU
 from tests import onnx_models
 from tests.runtime.conftest import StartServer
-from tests.runtime_process import ServeProcess
+from tests.runtime_process import ServeProcess, binary_infer_request
 
 WIDTH = 1024
 # On two cores this batch keeps onnxruntime busy for a couple of seconds.
@@ -22,21 +21,7 @@ SLOW_BATCH = 2048
 
 
 def slow_request(batch: int = SLOW_BATCH) -> tuple[bytes, dict[str, str]]:
-    data = np.ones((batch, WIDTH), np.float32).tobytes()
-    header = json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": "x",
-                    "datatype": "FP32",
-                    "shape": [batch, WIDTH],
-                    "parameters": {"binary_data_size": len(data)},
-                }
-            ],
-            "parameters": {"binary_data_output": True},
-        }
-    ).encode()
-    return header + data, {"Inference-Header-Content-Length": str(len(header))}
+    return binary_infer_request({"x": np.ones((batch, WIDTH), np.float32)})
 
 
 def metric(text: str, name: str) -> float:
