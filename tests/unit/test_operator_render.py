@@ -6,10 +6,9 @@ import pytest
 import yaml
 
 from ortkube.operator.api import parse_ortmodel
+from ortkube.operator.children import absent_children, render_children
 from ortkube.operator.render import (
     CONFIG_HASH_ANNOTATION,
-    absent_children,
-    render_children,
     render_deployment,
     render_runtime_config,
     startup_failure_threshold,

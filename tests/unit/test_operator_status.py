@@ -5,12 +5,16 @@ from typing import Any
 import pytest
 
 from ortkube.operator.api import Phase, parse_ortmodel
+from ortkube.operator.reconcile import Outcome, engine_condition
 from ortkube.operator.status import (
+    BuildState,
+    EngineBuild,
     Observation,
     PodObservation,
     RuntimeReport,
     compute_status,
     invalid_spec_status,
+    observe_engine_build,
     observe_pod,
     status_patch,
 )
@@ -262,4 +266,235 @@ def test_observe_pod_reads_readiness_and_waiting_reason() -> None:
         "127.0.0.5",
         "CrashLoopBackOff",
         "boom",
+    )
+
+
+# --- the engine pre-build Job ------------------------------------------------------------------
+
+JOB = "resnet-engine-0123456789"
+
+
+def job(*conditions: str, active: int = 0) -> dict[str, Any]:
+    return {
+        "metadata": {"name": JOB},
+        "status": {
+            "active": active,
+            "conditions": [
+                {"type": c, "status": "True", "reason": "BackoffLimitExceeded", "message": "m"}
+                for c in conditions
+            ],
+        },
+    }
+
+
+def job_pod(
+    phase: str,
+    name: str = "resnet-engine-0123456789-abcde",
+    created: str = T0,
+    terminated: dict[str, Any] | None = None,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    statuses = [{"name": "engine-build", "state": {"terminated": terminated}}] if terminated else []
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "status": {"phase": phase, "containerStatuses": statuses, "conditions": conditions or []},
+    }
+
+
+@pytest.mark.parametrize(
+    ("found", "pods", "state", "message"),
+    [
+        (None, [], BuildState.PENDING, f"creating the engine build Job {JOB}"),
+        (job("Complete"), [], BuildState.SUCCEEDED, f"engine built by Job {JOB}"),
+        (job(active=1), [job_pod("Running")], BuildState.RUNNING, "building the engine"),
+        (
+            job(active=1),
+            [
+                job_pod(
+                    "Pending",
+                    conditions=[
+                        {
+                            "type": "PodScheduled",
+                            "status": "False",
+                            "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                        }
+                    ],
+                )
+            ],
+            BuildState.PENDING,
+            "cannot be scheduled: 0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+        ),
+        (job(active=1), [], BuildState.PENDING, "waiting for its pod to start"),
+        (
+            job("FailureTarget", "Failed"),
+            [job_pod("Failed", terminated={"exitCode": 2, "reason": "Error"})],
+            BuildState.FAILED,
+            "exited with code 2 (bad config or model; see its log)",
+        ),
+        (
+            job("Failed"),
+            [
+                job_pod("Failed", name="old", terminated={"exitCode": 1}),
+                job_pod(
+                    "Failed",
+                    name="new",
+                    created=T1,
+                    terminated={
+                        "exitCode": 1,
+                        "message": "{...json log...}\nortkube engine build: TensorRT ran out\n",
+                    },
+                ),
+            ],
+            BuildState.FAILED,
+            "pod new exited with code 1: ortkube engine build: TensorRT ran out",
+        ),
+        (job("Failed"), [], BuildState.FAILED, "failed: BackoffLimitExceeded: m"),
+    ],
+)
+def test_engine_build_job_states(
+    found: dict[str, Any] | None, pods: list[dict[str, Any]], state: BuildState, message: str
+) -> None:
+    build = observe_engine_build(JOB, found, pods)
+    assert build.state is state
+    assert message in build.message
+    assert build.done is (state is BuildState.SUCCEEDED)
+
+
+TRUE_ENGINE = ("EngineBuilt", "EngineLoaded")
+
+
+def build(state: BuildState, message: str = "") -> EngineBuild:
+    return EngineBuild(JOB, state, message or f"job is {state.value}")
+
+
+@pytest.mark.parametrize(
+    ("engine_build", "dep", "pods", "phase", "ready", "progressing", "engine"),
+    [
+        # A new model: no Deployment pods until the Job succeeded.
+        (build(BuildState.PENDING), None, [], Phase.BUILDING, "False", "Building", "Building"),
+        (
+            build(BuildState.RUNNING),
+            deployment(0, 0),
+            [],
+            Phase.BUILDING,
+            "False",
+            "Building",
+            "Building",
+        ),
+        (
+            build(BuildState.FAILED),
+            deployment(0, 0),
+            [],
+            Phase.FAILED,
+            "False",
+            "EngineBuildFailed",
+            "EngineBuildFailed",
+        ),
+        (
+            build(BuildState.SUCCEEDED),
+            deployment(0, 0),
+            [],
+            Phase.PENDING,
+            "False",
+            "Pending",
+            "EngineBuilt",
+        ),
+        (
+            build(BuildState.SUCCEEDED),
+            deployment(2, 0),
+            [pod("Fetching")],
+            Phase.FETCHING,
+            "False",
+            "Fetching",
+            "EngineBuilt",
+        ),
+        (
+            build(BuildState.SUCCEEDED),
+            deployment(2, 2),
+            [pod("Ready", True)] * 2,
+            Phase.READY,
+            "True",
+            "Complete",
+            "EngineLoaded",
+        ),
+        (
+            build(BuildState.SUCCEEDED),
+            deployment(2, 0),
+            [pod("Failed", message="cannot load engine")],
+            Phase.FAILED,
+            "False",
+            "RuntimeFailed",
+            "EngineFailed",
+        ),
+        # A spec change: the old pods keep serving while the new engine builds.
+        (
+            build(BuildState.RUNNING),
+            deployment(2, 2),
+            [pod("Ready", True)] * 2,
+            Phase.READY,
+            "True",
+            "BuildingEngine",
+            "Building",
+        ),
+        (
+            build(BuildState.FAILED),
+            deployment(2, 2),
+            [pod("Ready", True)] * 2,
+            Phase.DEGRADED,
+            "True",
+            "EngineBuildFailed",
+            "EngineBuildFailed",
+        ),
+    ],
+)
+def test_phase_and_conditions_with_an_engine_build_job(
+    engine_build: EngineBuild,
+    dep: dict[str, Any] | None,
+    pods: list[PodObservation],
+    phase: Phase,
+    ready: str,
+    progressing: str,
+    engine: str,
+) -> None:
+    status = compute_status(ortmodel(), Observation(dep, pods, engine_build), {}, T0)
+    conditions = {c.type: c for c in status.conditions}
+    assert status.phase is phase
+    assert (
+        conditions["Ready"].status,
+        conditions["Progressing"].reason,
+        conditions["EngineReady"].reason,
+    ) == (ready, progressing, engine)
+    assert conditions["EngineReady"].status == ("True" if engine in TRUE_ENGINE else "False")
+
+
+def test_a_failed_build_names_the_job_and_why_and_keeps_the_old_pods_counted() -> None:
+    failed = build(BuildState.FAILED, f"engine build Job {JOB} failed: pod p exited with code 2")
+    status = compute_status(
+        ortmodel(), Observation(deployment(2, 2), [pod("Ready", True)] * 2, failed), {}, T0
+    )
+    assert status.message == f"2/2 replicas ready, rollout held; {failed.message}"
+    engine = next(c for c in status.conditions if c.type == "EngineReady")
+    assert (engine.status, engine.message) == ("False", failed.message)
+    alone = compute_status(ortmodel(), Observation(None, [], failed), {}, T0)
+    assert (alone.phase, alone.message) == (Phase.FAILED, failed.message)
+    ready = next(c for c in alone.conditions if c.type == "Ready")
+    assert ready.reason == "EngineBuildFailed"
+
+
+def test_engine_build_failure_is_announced_once_per_failure() -> None:
+    failed = build(BuildState.FAILED, "engine build Job j1 failed: exit 2")
+    first = status_patch(compute_status(ortmodel(), Observation(None, [], failed), {}, T0))
+    outcome = Outcome(first, "Building", previous_engine=engine_condition({}))
+    assert outcome.engine_build_failure == failed.message
+    again = Outcome(first, "Failed", previous_engine=engine_condition(first))
+    assert again.engine_build_failure == ""
+    other = build(BuildState.FAILED, "engine build Job j2 failed: exit 1")
+    second = status_patch(compute_status(ortmodel(), Observation(None, [], other), first, T1))
+    assert Outcome(second, "Failed", previous_engine=engine_condition(first)).engine_build_failure
+    running = status_patch(
+        compute_status(ortmodel(), Observation(None, [], build(BuildState.RUNNING)), second, T1)
+    )
+    assert (
+        Outcome(running, "Failed", previous_engine=engine_condition(second)).engine_build_failure
+        == ""
     )

@@ -41,7 +41,7 @@ def configure_kopf(settings: kopf.OperatorSettings) -> None:
 
 
 def publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
-    """Store the status; post an event when the phase changed."""
+    """Store the status; post an event when the phase changed or an engine build failed."""
     patch.status.update(outcome.status)
     if outcome.phase_changed:
         message = str(outcome.status.get("message", ""))
@@ -55,6 +55,15 @@ def publish(outcome: Outcome, body: kopf.Body, patch: kopf.Patch) -> None:
         )
         kind = "Warning" if outcome.phase in _WARNING_PHASES else "Normal"
         kopf.event(body, type=kind, reason=outcome.phase, message=message)
+    failure = outcome.engine_build_failure
+    if failure:
+        log.info(
+            "event=engine_build_failed model=%s/%s message=%r",
+            body.metadata.namespace,
+            body.metadata.name,
+            failure,
+        )
+        kopf.warn(body, reason="EngineBuildFailed", message=failure)
 
 
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:

@@ -17,7 +17,6 @@ from kubernetes import config as k8s_config
 FIELD_MANAGER = "ortkube"
 
 # kind -> plural of the (namespaced) kinds the operator touches: no discovery round-trips.
-# Job is there for the engine pre-build Job that render will add.
 PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
     "Service": "services",

@@ -17,14 +17,17 @@ from typing import Any
 
 import aiohttp
 
-from ortkube.operator import api, render
+from ortkube.operator import api, children, engine_job, render
 from ortkube.operator.kube import KubeApi, KubeApiError
 from ortkube.operator.probe import fetch_runtime_report
 from ortkube.operator.settings import OperatorSettings
 from ortkube.operator.status import (
+    EngineBuild,
     Observation,
     compute_status,
     invalid_spec_status,
+    job_succeeded,
+    observe_engine_build,
     observe_pod,
     status_patch,
 )
@@ -52,6 +55,7 @@ class Outcome:
     status: dict[str, Any]
     previous_phase: str
     invalid_spec: str = ""
+    previous_engine: tuple[str, str] = ("", "")  # EngineReady's (reason, message) before
 
     @property
     def phase(self) -> str:
@@ -62,6 +66,22 @@ class Outcome:
     def phase_changed(self) -> bool:
         """Whether this pass moved the model to another phase."""
         return self.phase != self.previous_phase
+
+    @property
+    def engine_build_failure(self) -> str:
+        """The message of an engine build failure first seen in this pass; empty otherwise."""
+        reason, message = engine_condition(self.status)
+        if reason != "EngineBuildFailed" or (reason, message) == self.previous_engine:
+            return ""
+        return message
+
+
+def engine_condition(status: Mapping[str, Any]) -> tuple[str, str]:
+    """EngineReady's (reason, message) in a stored status; empty strings when absent."""
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "EngineReady":
+            return str(condition.get("reason", "")), str(condition.get("message", ""))
+    return "", ""
 
 
 class Reconciler:
@@ -125,14 +145,44 @@ class Reconciler:
         self._applied[uid] = model.generation
         seen = await self.observe(model)
         status = compute_status(model, seen, previous, self.clock())
-        return Outcome(status_patch(status), previous_phase)
+        return Outcome(
+            status_patch(status), previous_phase, previous_engine=engine_condition(previous)
+        )
+
+    def _engine_build_job(self, model: api.OrtModel) -> str:
+        """Name of the pre-build Job the current spec wants; empty when it wants none."""
+        if not engine_job.needs_engine_build(model, self.settings):
+            return ""
+        return engine_job.engine_build_job_name(model, self.settings)
 
     async def apply_children(self, model: api.OrtModel) -> None:
-        """Server-side apply every child (unchanged ones stay unchanged); delete unwanted ones."""
-        children = render.render_children(model, self.settings)
+        """Server-side apply every child (unchanged ones stay unchanged); delete unwanted ones.
+
+        While the engine pre-build Job has not succeeded, the Deployment is held
+        (``children.children_to_apply``).
+        """
+        rendered = children.render_children(model, self.settings)
+        job_name = self._engine_build_job(model)
+        job = (
+            await self.kube.get("batch/v1", "Job", model.namespace, job_name) if job_name else None
+        )
+        engine_built = not job_name or job_succeeded(job)
+        deployment_exists = engine_built or (
+            await self.kube.get("apps/v1", "Deployment", model.namespace, model.name) is not None
+        )
+        chosen = children.children_to_apply(
+            rendered,
+            job_exists=job is not None,
+            engine_built=engine_built,
+            deployment_exists=deployment_exists,
+        )
+        if job_name and job is None:
+            log.info(
+                "create_engine_build_job model=%s/%s job=%s", model.namespace, model.name, job_name
+            )
         # One refused child (say, an immutable PVC field) must not hold the others back.
         failures = []
-        for manifest in children:
+        for manifest in chosen:
             try:
                 await self.kube.apply(manifest)
             except KubeApiError as error:
@@ -143,8 +193,21 @@ class Reconciler:
         if failures:
             self._refusals[model.uid] = message
             raise ApplyError(message, repeated=message == previous)
-        for api_version, kind, name in render.absent_children(model, children):
+        for api_version, kind, name in children.absent_children(model, rendered):
             await self._delete_if_owned(model, api_version, kind, name)
+        await self._delete_superseded_jobs(model, keep=job_name)
+
+    async def _delete_superseded_jobs(self, model: api.OrtModel, keep: str) -> None:
+        """Delete this model's engine-build Jobs other than ``keep`` (a superseded spec's)."""
+        selector = engine_job.engine_build_selector(model)
+        for found in await self.kube.list("batch/v1", "Job", model.namespace, selector):
+            meta = found.get("metadata") or {}
+            owners = meta.get("ownerReferences") or []
+            if meta.get("name") == keep or meta.get("deletionTimestamp"):
+                continue
+            if any(o.get("uid") == model.uid for o in owners):
+                log.info("delete_superseded kind=Job name=%s/%s", model.namespace, meta["name"])
+                await self.kube.delete("batch/v1", "Job", model.namespace, meta["name"])
 
     async def _delete_if_owned(
         self, model: api.OrtModel, api_version: str, kind: str, name: str
@@ -179,4 +242,16 @@ class Reconciler:
             )
         )
         observed = [observe_pod(p, r) for p, r in zip(pods, reports, strict=True)]
-        return Observation(deployment=deployment, pods=observed)
+        return Observation(deployment, observed, await self.observe_engine_build(model))
+
+    async def observe_engine_build(self, model: api.OrtModel) -> EngineBuild | None:
+        """The current spec's pre-build Job and, until it succeeded, its pods; None if unwanted."""
+        name = self._engine_build_job(model)
+        if not name:
+            return None
+        job = await self.kube.get("batch/v1", "Job", model.namespace, name)
+        pods = []
+        if job is not None and not job_succeeded(job):
+            selector = f"batch.kubernetes.io/job-name={name}"
+            pods = await self.kube.list("v1", "Pod", model.namespace, selector)
+        return observe_engine_build(name, job, pods)

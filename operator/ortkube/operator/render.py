@@ -72,7 +72,7 @@ def owner_reference(model: OrtModel) -> dict[str, Any]:
     }
 
 
-def _metadata(model: OrtModel, name: str) -> dict[str, Any]:
+def child_metadata(model: OrtModel, name: str) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": model.namespace,
@@ -163,7 +163,7 @@ def render_config_map(model: OrtModel, settings: OperatorSettings) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(model, config_map_name(model)),
+        "metadata": child_metadata(model, config_map_name(model)),
         "data": {CONFIG_KEY: runtime_yaml(model, settings)},
     }
 
@@ -219,26 +219,16 @@ def _env_from(model: OrtModel, settings: OperatorSettings) -> list[dict[str, Any
     return [{"secretRef": {"name": n}} for n in names]
 
 
-def _container(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
-    spec = model.spec
+def container_base(
+    model: OrtModel, settings: OperatorSettings, name: str, env: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What the serving container and the engine-build container share: image, mounts, limits."""
     container: dict[str, Any] = {
-        "name": "runtime",
-        "image": spec.image or settings.runtime_image,
+        "name": name,
+        "image": model.spec.image or settings.runtime_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["ortkube"],
-        "args": ["serve", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", "$(POD_IP)"],
-        "env": [
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "HOME", "value": "/tmp"},
-        ],
-        "ports": [{"name": "http", "containerPort": spec.port, "protocol": "TCP"}],
-        "startupProbe": {
-            "httpGet": {"path": "/v2/health/ready", "port": "http"},
-            "periodSeconds": STARTUP_PERIOD_S,
-            "timeoutSeconds": 2,
-            "failureThreshold": startup_failure_threshold(model),
-        },
-        **_probes(),
+        "env": [*env, {"name": "HOME", "value": "/tmp"}],
         "securityContext": {
             "runAsNonRoot": True,
             "readOnlyRootFilesystem": True,
@@ -260,6 +250,26 @@ def _container(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
     if resources:
         container["resources"] = resources
     return container
+
+
+def field_env(name: str, field_path: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": field_path}}}
+
+
+def _container(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
+    port = model.spec.port
+    return {
+        **container_base(model, settings, "runtime", [field_env("POD_IP", "status.podIP")]),
+        "args": ["serve", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", "$(POD_IP)"],
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "startupProbe": {
+            "httpGet": {"path": "/v2/health/ready", "port": "http"},
+            "periodSeconds": STARTUP_PERIOD_S,
+            "timeoutSeconds": 2,
+            "failureThreshold": startup_failure_threshold(model),
+        },
+        **_probes(),
+    }
 
 
 def _volumes(model: OrtModel) -> list[dict[str, Any]]:
@@ -302,6 +312,26 @@ def _scheduling(model: OrtModel) -> dict[str, Any]:
     return placement
 
 
+def pod_spec(model: OrtModel, container: dict[str, Any]) -> dict[str, Any]:
+    """A pod running ``container`` restricted, with the runtime's volumes and placement."""
+    return {
+        "containers": [container],
+        "volumes": _volumes(model),
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": RUNTIME_USER,
+            "runAsGroup": RUNTIME_USER,
+            "fsGroup": RUNTIME_USER,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        # SIGTERM drains in-flight requests for the runtime's default grace, plus margin.
+        "terminationGracePeriodSeconds": 35,
+        **_scheduling(model),
+    }
+
+
 def render_pod_template(model: OrtModel, settings: OperatorSettings) -> Manifest:
     """The pod template: the runtime container, its volumes, probes and placement."""
     return {
@@ -309,22 +339,7 @@ def render_pod_template(model: OrtModel, settings: OperatorSettings) -> Manifest
             "labels": labels(model),
             "annotations": {CONFIG_HASH_ANNOTATION: config_hash(model, settings)},
         },
-        "spec": {
-            "containers": [_container(model, settings)],
-            "volumes": _volumes(model),
-            "securityContext": {
-                "runAsNonRoot": True,
-                "runAsUser": RUNTIME_USER,
-                "runAsGroup": RUNTIME_USER,
-                "fsGroup": RUNTIME_USER,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            # SIGTERM drains in-flight requests for the runtime's default grace, plus margin.
-            "terminationGracePeriodSeconds": 35,
-            **_scheduling(model),
-        },
+        "spec": pod_spec(model, _container(model, settings)),
     }
 
 
@@ -334,7 +349,7 @@ def render_deployment(model: OrtModel, settings: OperatorSettings) -> Manifest:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(model, model.name),
+        "metadata": child_metadata(model, model.name),
         "spec": {
             "replicas": model.spec.replicas,
             "selector": {"matchLabels": selector_labels(model)},
@@ -358,7 +373,7 @@ def render_service(model: OrtModel) -> Manifest:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(model, model.name),
+        "metadata": child_metadata(model, model.name),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(model),
@@ -383,7 +398,7 @@ def render_engine_cache_claim(model: OrtModel) -> Manifest | None:
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": _metadata(model, engine_cache_claim_name(model)),
+        "metadata": child_metadata(model, engine_cache_claim_name(model)),
         "spec": claim_spec,
     }
 
@@ -415,7 +430,7 @@ def render_autoscaler(model: OrtModel) -> Manifest | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": _metadata(model, model.name),
+        "metadata": child_metadata(model, model.name),
         "spec": {
             "scaleTargetRef": {"apiVersion": api.API_VERSION, "kind": api.KIND, "name": model.name},
             "minReplicas": scaling.min_replicas,
@@ -434,43 +449,6 @@ def render_disruption_budget(model: OrtModel) -> Manifest | None:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(model, model.name),
+        "metadata": child_metadata(model, model.name),
         "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(model)}},
     }
-
-
-def render_engine_build_job(model: OrtModel, settings: OperatorSettings) -> Manifest | None:
-    """The engine pre-build Job: not rendered yet (issue: engine pre-build), so replicas build."""
-    del model, settings
-    return None
-
-
-# --- all of it ---------------------------------------------------------------------------------
-
-# Children that exist only for some specs: (apiVersion, kind, name of the child for a model).
-OPTIONAL_CHILDREN: tuple[tuple[str, str, str], ...] = (
-    ("v1", "PersistentVolumeClaim", "{name}-engine-cache"),
-    ("autoscaling/v2", "HorizontalPodAutoscaler", "{name}"),
-    ("policy/v1", "PodDisruptionBudget", "{name}"),
-)
-
-
-def render_children(model: OrtModel, settings: OperatorSettings) -> list[Manifest]:
-    """Every manifest the model owns, in the order to apply them (config before its users)."""
-    rendered = [
-        render_config_map(model, settings),
-        render_engine_cache_claim(model),
-        render_engine_build_job(model, settings),
-        render_service(model),
-        render_deployment(model, settings),
-        render_autoscaler(model),
-        render_disruption_budget(model),
-    ]
-    return [m for m in rendered if m is not None]
-
-
-def absent_children(model: OrtModel, children: list[Manifest]) -> list[tuple[str, str, str]]:
-    """Optional children this spec does not want: (apiVersion, kind, name) to delete if present."""
-    present = {(m["apiVersion"], m["kind"], m["metadata"]["name"]) for m in children}
-    wanted = [(v, k, n.format(name=model.name)) for v, k, n in OPTIONAL_CHILDREN]
-    return [child for child in wanted if child not in present]

@@ -7,6 +7,7 @@ of the previous status, so transitions are tested as a table.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from ortkube.operator import render
@@ -90,12 +91,119 @@ def observe_pod(pod: dict[str, Any], report: RuntimeReport | None = None) -> Pod
     )
 
 
+class BuildState(StrEnum):
+    """Where the engine pre-build Job of the current spec is."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+@dataclass(frozen=True)
+class EngineBuild:
+    """The engine pre-build Job of the current spec, reduced to what status needs."""
+
+    job: str
+    state: BuildState
+    message: str = ""
+
+    @property
+    def done(self) -> bool:
+        """Whether the engines are in the cache, so the Deployment may roll."""
+        return self.state is BuildState.SUCCEEDED
+
+
+# What `ortkube engine build`'s exit codes mean (runtime/ortkube/runtime/engine/cli.py).
+BUILD_EXIT_MEANINGS = {
+    1: "the build or the engine cache failed",
+    2: "bad config or model",
+    3: "timed out waiting for another builder",
+}
+_MESSAGE_MAX = 500
+
+
+def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        pods,
+        key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")),
+        reverse=True,
+    )
+
+
+def _failed_pod_detail(pods: list[dict[str, Any]]) -> str:
+    """Why the newest failed Job pod failed: its exit code and last log line when known."""
+    for pod in _newest_first(pods):
+        status = pod.get("status") or {}
+        if status.get("phase") != "Failed":
+            continue
+        name = (pod.get("metadata") or {}).get("name", "")
+        for container in status.get("containerStatuses") or []:
+            terminated = (container.get("state") or {}).get("terminated") or {}
+            if "exitCode" not in terminated:
+                continue
+            code = int(terminated["exitCode"])
+            lines = [line for line in str(terminated.get("message") or "").splitlines() if line]
+            if lines:
+                return f"pod {name} exited with code {code}: {lines[-1][-_MESSAGE_MAX:]}"
+            meaning = BUILD_EXIT_MEANINGS.get(code, "the build failed")
+            return f"pod {name} exited with code {code} ({meaning}; see its log)"
+        if status.get("reason"):
+            return f"pod {name}: {status['reason']}: {status.get('message', '')}".rstrip(": ")
+    return ""
+
+
+def _pending_pod_detail(pods: list[dict[str, Any]]) -> str:
+    """Why the newest Job pod has not started: unschedulable, or its container's wait."""
+    for pod in _newest_first(pods)[:1]:
+        name = (pod.get("metadata") or {}).get("name", "")
+        status = pod.get("status") or {}
+        for condition in status.get("conditions") or []:
+            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+                return f"pod {name} cannot be scheduled: {condition.get('message', '')}"
+        observed = observe_pod(pod)
+        if observed.waiting_reason:
+            return f"pod {name}: {observed.waiting_reason} {observed.waiting_message}".strip()
+    return ""
+
+
+def _true_conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return {str(c.get("type")): c for c in conditions if c.get("status") == "True"}
+
+
+def job_succeeded(job: dict[str, Any] | None) -> bool:
+    """Whether a Job completed (every pod it needed succeeded and has terminated)."""
+    return job is not None and "Complete" in _true_conditions(job)
+
+
+def observe_engine_build(
+    name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]
+) -> EngineBuild:
+    """Reduce the Job named ``name`` (None while it does not exist yet) and its pods."""
+    if job is None:
+        return EngineBuild(name, BuildState.PENDING, f"creating the engine build Job {name}")
+    if job_succeeded(job):
+        return EngineBuild(name, BuildState.SUCCEEDED, f"engine built by Job {name}")
+    true = _true_conditions(job)
+    # FailureTarget comes first (1.31+); Failed once every pod has terminated.
+    failed = true.get("Failed") or true.get("FailureTarget")
+    if failed is not None:
+        detail = _failed_pod_detail(pods) or f"{failed.get('reason')}: {failed.get('message')}"
+        return EngineBuild(name, BuildState.FAILED, f"engine build Job {name} failed: {detail}")
+    if any((p.get("status") or {}).get("phase") == "Running" for p in pods):
+        return EngineBuild(name, BuildState.RUNNING, f"building the engine in Job {name}")
+    detail = _pending_pod_detail(pods) or "waiting for its pod to start"
+    return EngineBuild(name, BuildState.PENDING, f"engine build Job {name}: {detail}")
+
+
 @dataclass(frozen=True)
 class Observation:
-    """Everything gathered for one model in one pass."""
+    """Everything gathered for one model in one pass (``engine_build``: None when no Job)."""
 
     deployment: dict[str, Any] | None
     pods: list[PodObservation]
+    engine_build: EngineBuild | None = None
 
 
 def _counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
@@ -129,8 +237,18 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
     desired = model.spec.replicas
     _, ready = _counts(seen.deployment)
     failure = _failure(seen.pods)
+    build = seen.engine_build
     if desired == 0:
         return Phase.PENDING, "scaled to zero replicas"
+    if build is not None and build.state is BuildState.FAILED:
+        if ready > 0:  # the rollout was held, so the pods that serve run an earlier spec
+            return (
+                Phase.DEGRADED,
+                f"{ready}/{desired} replicas ready, rollout held; {build.message}",
+            )
+        return Phase.FAILED, build.message
+    if build is not None and not build.done and ready == 0:
+        return Phase.BUILDING, build.message
     if ready >= desired and failure:
         # Old pods still serve while a new one cannot start (say, a bad rollout): flag it.
         return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {failure}"
@@ -147,12 +265,21 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
 
 
 def _engine_condition(seen: Observation, generation: int, now: str) -> Condition:
+    build = seen.engine_build
     reports = [p.report for p in seen.pods if p.report is not None]
-    if any(r.phase in (Phase.WARMING_UP, Phase.READY) for r in reports):
+    loaded = any(r.phase in (Phase.WARMING_UP, Phase.READY) for r in reports)
+    failed = next((r for r in reports if r.phase is Phase.FAILED), None)
+    if build is not None and build.state is BuildState.FAILED:
+        status, reason, message = "False", "EngineBuildFailed", build.message
+    elif build is not None and not build.done:
+        # Pods that serve run the previous spec's engine: this one is not built yet.
+        status, reason, message = "False", "Building", build.message
+    elif loaded:
         status, reason, message = "True", "EngineLoaded", "an engine is built and loaded"
-    elif any(r.phase is Phase.FAILED for r in reports):
-        failed = next(r for r in reports if r.phase is Phase.FAILED)
+    elif failed is not None:
         status, reason, message = "False", "EngineFailed", failed.message
+    elif build is not None:
+        status, reason, message = "True", "EngineBuilt", build.message
     elif any(r.phase is Phase.BUILDING for r in reports):
         status, reason, message = "False", "Building", "building the engine"
     elif reports:
@@ -211,13 +338,24 @@ def rolling_out(deployment: dict[str, Any] | None, desired: int) -> bool:
 
 
 def _ready_and_progressing(
-    phase: Phase, message: str, rolling: bool, generation: int, now: str
+    phase: Phase,
+    message: str,
+    rolling: bool,
+    build: EngineBuild | None,
+    generation: int,
+    now: str,
 ) -> list[Condition]:
     serving = "True" if phase in (Phase.READY, Phase.DEGRADED) else "False"
-    reason = _READY_REASONS.get(phase, phase.value)
+    build_failed = build is not None and build.state is BuildState.FAILED
+    reason = "EngineBuildFailed" if build_failed and phase is Phase.FAILED else None
+    reason = reason or _READY_REASONS.get(phase, phase.value)
     ready = _condition("Ready", serving, reason, message, generation=generation, now=now)
-    if phase is Phase.FAILED:
+    if build_failed:
+        progress = ("False", "EngineBuildFailed", message)
+    elif phase is Phase.FAILED:
         progress = ("False", "RuntimeFailed", message)
+    elif phase in (Phase.READY, Phase.DEGRADED) and build is not None and not build.done:
+        progress = ("True", "BuildingEngine", build.message)
     elif phase is Phase.READY and rolling:
         progress = ("True", "RollingOut", "replacing pods with the current spec")
     elif phase is Phase.READY:
@@ -234,7 +372,12 @@ def compute_status(
     phase, message = compute_phase(model, seen)
     conditions = [
         *_ready_and_progressing(
-            phase, message, rolling_out(seen.deployment, model.spec.replicas), model.generation, now
+            phase,
+            message,
+            rolling_out(seen.deployment, model.spec.replicas),
+            seen.engine_build,
+            model.generation,
+            now,
         ),
         _engine_condition(seen, model.generation, now),
     ]
