@@ -89,7 +89,11 @@ operator under exactly these rules and fails on any forbidden request.
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [get, create, patch, delete]
-# reconcile.observe lists the model's pods by label (then reads /ortkube/status from each).
+# The engine pre-build Job: applied, read for its outcome, superseded ones listed and deleted.
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, create, patch, delete]
+# reconcile.observe lists the model's pods (and the build Job's) by label.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]

@@ -192,8 +192,9 @@ def next_steps(options: DemoOptions, layout: ClusterLayout) -> str:
     )
 
 
-def teardown(options: DemoOptions, say: Say = print) -> None:
-    """Stop the demo's operator, delete its model and release, and stop the cluster."""
+def teardown(options: DemoOptions, say: Say = print, stop_cluster: bool = True) -> None:
+    """Stop the demo's operator, delete its model and release, and (unless told not to) the
+    cluster."""
     layout = load_layout(options.state_dir)
     if processes.stop(options.state_dir, OPERATOR_PROCESS, grace_s=15.0):
         say("==> stopped the demo's operator")
@@ -205,5 +206,6 @@ def teardown(options: DemoOptions, say: Say = print) -> None:
         )
         if chart.release_exists(tools, options.release, options.release_namespace):
             chart.uninstall_chart(tools, options.release, options.release_namespace)
-    say("==> stopping the dev control plane")
-    controlplane.down(options.state_dir)
+    if stop_cluster:
+        say("==> stopping the dev control plane")
+        controlplane.down(options.state_dir)
