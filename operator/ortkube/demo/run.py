@@ -77,6 +77,7 @@ def install(options: DemoOptions, tools: Tools, say: Say) -> dict[str, Any]:
     """The chart with default values, its operator Deployment at 0: the operator runs here."""
     where = f"{options.release} charts/ortkube -n {options.release_namespace}"
     say(f"==> helm upgrade --install {where}")
+    ensure_namespace(tools, options.namespace)  # a namespaces-scoped release puts a Role there
     values = {"replicas": "0", **dict(options.chart_values)}
     chart.install_chart(tools, options.release, options.release_namespace, values)
     return chart.operator_deployment(tools, options.release, options.release_namespace)
@@ -104,10 +105,15 @@ def start_operator(
     return operator
 
 
+def ensure_namespace(tools: Tools, namespace: str) -> None:
+    """Create ``namespace`` unless it exists."""
+    if tools.get("namespace", namespace, "default") is None:
+        tools.kubectl("create", "namespace", namespace)
+
+
 def apply_model(options: DemoOptions, tools: Tools, say: Say) -> None:
     """The demo namespace and the sample OrtModel in it."""
-    if tools.get("namespace", options.namespace, "default") is None:
-        tools.kubectl("create", "namespace", options.namespace)
+    ensure_namespace(tools, options.namespace)
     manifest = model.demo_model(options.model_name, model.SAMPLE_MODEL, options.port)
     say(f"==> kubectl apply -n {options.namespace} OrtModel/{options.model_name}")
     say("    " + json.dumps(manifest["spec"]))
