@@ -186,6 +186,52 @@ def test_crashing_container_is_restarted_with_backoff(
     assert status["lastState"]["terminated"]["exitCode"] == 3
 
 
+def test_init_containers_run_first_and_share_volumes(
+    dev_cluster: DevCluster, namespace: str
+) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "init"},
+        "spec": {
+            "restartPolicy": "Never",
+            "initContainers": [
+                {
+                    "name": "fetch",
+                    "image": "x",
+                    "command": ["sh", "-c", "echo fetched > /work/model"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                },
+            ],
+            "containers": [
+                {
+                    "name": "serve",
+                    "image": "x",
+                    "command": ["cat", "/work/model"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+                },
+            ],
+            "volumes": [{"name": "work", "emptyDir": {}}],
+        },
+    }
+    dev_cluster.apply(pod, namespace)
+
+    def finished() -> dict[str, Any] | None:
+        found = dev_cluster.get("pod", "init", namespace) or {}
+        return found if found.get("status", {}).get("phase") == "Succeeded" else None
+
+    done = wait_for(
+        finished,
+        timeout=60,
+        describe="pod Succeeded after its init container",
+        seen=lambda: dev_cluster.get("pod", "init", namespace),
+    )
+    (init_status,) = done["status"]["initContainerStatuses"]
+    assert init_status["state"]["terminated"]["exitCode"] == 0
+    log = dev_cluster.layout.pods_dir / f"{namespace}_init" / "logs" / "serve.log"
+    assert log.read_text() == "fetched\n"
+
+
 def test_failing_liveness_probe_restarts_the_container(
     dev_cluster: DevCluster, namespace: str
 ) -> None:

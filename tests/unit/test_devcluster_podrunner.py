@@ -41,6 +41,20 @@ def test_phase_follows_exits_and_restart_policy(
     assert pod_phase(runs) == phase
 
 
+@pytest.mark.parametrize(
+    ("init_codes", "policy", "phase"),
+    [([0, 0], "Never", "Running"), ([0, 1], "Never", "Failed"), ([1], "OnFailure", "Pending")],
+)
+def test_init_containers_gate_the_phase(
+    tmp_path: Path, init_codes: list[int], policy: str, phase: str
+) -> None:
+    inits = [
+        exited(tmp_path, code, "Never" if policy == "Never" else "OnFailure") for code in init_codes
+    ]
+    main = exited(tmp_path, 0, "Always")
+    assert pod_phase([main], inits) == phase
+
+
 def test_pod_with_nothing_started_is_pending(tmp_path: Path) -> None:
     assert pod_phase([ContainerRun({"name": "c"}, tmp_path)]) == "Pending"
 
@@ -64,7 +78,7 @@ def test_ready_condition_keeps_its_transition_time_while_unchanged(tmp_path: Pat
 
 
 def test_status_carries_the_pod_ip_and_host_ip(tmp_path: Path) -> None:
-    status = pod_status({"spec": {}, "status": {}}, [], "127.1.0.9", {}, "t")
+    status = pod_status({"spec": {}, "status": {}}, [], [], "127.1.0.9", {}, "t")
     assert status["podIP"] == "127.1.0.9" and status["podIPs"] == [{"ip": "127.1.0.9"}]
     assert status["hostIP"] == "127.0.0.1"
 

@@ -62,6 +62,12 @@ class ContainerRun:
         return str(self.spec["name"])
 
     @property
+    def exit_code(self) -> int | None:
+        """The exit code of a container that exited for good, else None."""
+        terminated = self.state.get("terminated")
+        return int(terminated["exitCode"]) if terminated else None
+
+    @property
     def running(self) -> bool:
         """True while its process is alive."""
         return self.proc is not None and self.proc.poll() is None

@@ -8,8 +8,14 @@ from typing import Any
 from ortkube.devcluster.podrunner.containers import ContainerRun
 
 
-def pod_phase(containers: Sequence[ContainerRun]) -> str:
+def pod_phase(
+    containers: Sequence[ContainerRun], init_containers: Sequence[ContainerRun] = ()
+) -> str:
     """Pending until a container started; Succeeded/Failed once all exited for good."""
+    if any(c.done and c.exit_code != 0 for c in init_containers):
+        return "Failed"
+    if not all(c.done for c in init_containers):
+        return "Pending"
     if containers and all(c.done for c in containers):
         failed = any(c.state["terminated"]["exitCode"] != 0 for c in containers)
         return "Failed" if failed else "Succeeded"
@@ -30,13 +36,15 @@ def pod_conditions(
     containers: Sequence[ContainerRun],
     memory: dict[str, tuple[str, str]],
     now: str,
+    init_containers: Sequence[ContainerRun] = (),
 ) -> list[dict[str, str]]:
     """The kubelet's pod conditions; ``memory`` keeps each one's last transition time."""
+    initialized = all(c.done and c.exit_code == 0 for c in init_containers)
     all_ready = bool(containers) and all(c.ready for c in containers)
     completed = bool(containers) and all(c.done for c in containers)
     wanted = {
         "PodReadyToStartContainers": "True",
-        "Initialized": "True",
+        "Initialized": "True" if initialized else "False",
         "ContainersReady": "True" if all_ready else "False",
         "Ready": "True" if all_ready and _gates_pass(pod) else "False",
     }
@@ -55,6 +63,7 @@ def pod_conditions(
 def pod_status(
     pod: dict[str, Any],
     containers: Sequence[ContainerRun],
+    init_containers: Sequence[ContainerRun],
     pod_ip: str,
     memory: dict[str, tuple[str, str]],
     now: str,
@@ -64,13 +73,15 @@ def pod_status(
         pod.get("status", {}).get("startTime") or memory.setdefault("startTime", ("", now))[1]
     )
     status: dict[str, Any] = {
-        "phase": pod_phase(containers),
+        "phase": pod_phase(containers, init_containers),
         "hostIP": "127.0.0.1",
         "hostIPs": [{"ip": "127.0.0.1"}],
         "startTime": start_time,
-        "conditions": pod_conditions(pod, containers, memory, now),
+        "conditions": pod_conditions(pod, containers, memory, now, init_containers),
         "containerStatuses": [c.status() for c in containers],
     }
+    if init_containers:
+        status["initContainerStatuses"] = [c.status() for c in init_containers]
     if pod_ip:
         status["podIP"] = pod_ip
         status["podIPs"] = [{"ip": pod_ip}]

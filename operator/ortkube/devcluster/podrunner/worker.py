@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -62,6 +63,11 @@ class PodWorker(threading.Thread):
         self.uid = meta["uid"]
         self.pod_dir = context.pods_dir / f"{meta['namespace']}_{meta['name']}"
         self.containers = [ContainerRun(c, self.pod_dir) for c in pod["spec"]["containers"]]
+        self.init_containers = [
+            ContainerRun(c, self.pod_dir) for c in pod["spec"].get("initContainers") or []
+        ]
+        for container in self.containers if self.init_containers else []:
+            container.waiting("PodInitializing", "")
         self.pod_ip = ""
         self._conditions: dict[str, tuple[str, str]] = {}
         self._last_status: dict[str, Any] = {}
@@ -92,8 +98,11 @@ class PodWorker(threading.Thread):
             self._live()
         except Exception as error:
             log_event("podrunner.pod_crashed", pod=self.key, error=repr(error))
-            for container in self.containers:
+            for container in [*self.init_containers, *self.containers]:
                 container.stop(0)
+                container.waiting("RunContainerError", f"podrunner failed: {error!r}")
+            with contextlib.suppress(Exception):  # show it on the pod, if the API answers
+                self._patch_status()
         finally:
             self._ctx.addresses.release(self.uid)
 
@@ -135,8 +144,8 @@ class PodWorker(threading.Thread):
             self._volumes = materialize(pod, self.pod_dir, self._ctx.volumes_dir, self._ctx.reader)
         except (podspec.ContainerConfigError, self._api_error) as error:
             # Retried every tick; shown the way the kubelet shows it.
-            for container in self.containers:
-                if not container.running:
+            for container in [*self.init_containers, *self.containers]:
+                if not container.running and not container.done:
                     container.waiting("CreateContainerConfigError", str(error).strip())
             return False
         self._volumes_synced = now
@@ -146,6 +155,8 @@ class PodWorker(threading.Thread):
         if not self._sync_volumes(pod):
             return
         policy = pod["spec"].get("restartPolicy", "Always")
+        if not self._init_containers_done(pod, policy):
+            return
         now = time.monotonic()
         for container in self.containers:
             code = container.reap(policy)
@@ -159,6 +170,28 @@ class PodWorker(threading.Thread):
                 self._start(pod, container)
             if container.running:
                 self._probe(container, now)
+
+    def _init_containers_done(self, pod: podspec.Pod, policy: str) -> bool:
+        """Run the init containers one at a time; True once all of them succeeded.
+
+        As in the kubelet, a failed init container is retried (with backoff) unless the pod's
+        restartPolicy is Never, in which case the pod fails. Native sidecars (init containers
+        with restartPolicy Always) are not supported: they would block here.
+        """
+        for container in self.init_containers:
+            if container.done and container.exit_code == 0:
+                continue
+            if container.done:
+                return False  # failed for good: the phase says Failed
+            # An init container restarts on failure only, whatever the pod's policy says.
+            code = container.reap("Never" if policy == "Never" else "OnFailure")
+            if code is not None:
+                log_event("podrunner.init_exit", pod=self.key, container=container.name, code=code)
+                return False
+            if not container.running and time.monotonic() >= container.next_start_mono:
+                self._start(pod, container)
+            return False
+        return True
 
     def _start(self, pod: podspec.Pod, container: ContainerRun) -> None:
         pod = {
@@ -241,7 +274,7 @@ class PodWorker(threading.Thread):
 
     def _stop_all(self, grace_s: float) -> None:
         deadline = time.monotonic() + grace_s
-        for container in self.containers:
+        for container in [*self.init_containers, *self.containers]:
             container.stop(max(0.0, deadline - time.monotonic()))
 
     # --- helpers ----------------------------------------------------------------------------
@@ -293,6 +326,7 @@ class PodWorker(threading.Thread):
         status = pod_status(
             pod,
             self.containers,
+            self.init_containers,
             self.pod_ip,
             self._conditions,
             now_rfc3339(),
