@@ -79,9 +79,14 @@ class ApiReader:
 
 @dataclass
 class Materialized:
-    """What writing the volumes produced: when tokens need refreshing."""
+    """What writing the volumes produced: when tokens need refreshing.
+
+    ``tokens_due`` is the input side: whether this pass may request new tokens (the first pass
+    and every pass after ``refresh_at``); other passes only re-sync ConfigMaps and Secrets.
+    """
 
     refresh_at: float = field(default=float("inf"))
+    tokens_due: bool = True
 
 
 def write_file(path: Path, content: bytes, mode: int) -> None:
@@ -140,7 +145,7 @@ def _projected(
             files.update(_select(data, ref, f"secret {ref['name']}"))
         elif "downwardAPI" in source:
             files.update(_downward(pod, source["downwardAPI"].get("items") or [], mode))
-        elif "serviceAccountToken" in source:
+        elif "serviceAccountToken" in source and result.tokens_due:
             spec = source["serviceAccountToken"]
             ttl = int(spec.get("expirationSeconds", DEFAULT_TOKEN_TTL_S))
             audiences = [spec["audience"]] if spec.get("audience") else []
@@ -176,9 +181,21 @@ def volume_files(
     raise ContainerConfigError(f"volume {volume['name']!r}: unsupported kind {kinds}")
 
 
-def materialize(pod: Pod, pod_dir: Path, volumes_dir: Path, reader: ApiReader) -> Materialized:
-    """Write every volume of ``pod`` to its local folder; raises ContainerConfigError."""
-    result = Materialized()
+def materialize(
+    pod: Pod,
+    pod_dir: Path,
+    volumes_dir: Path,
+    reader: ApiReader,
+    previous: Materialized | None = None,
+) -> Materialized:
+    """Write every volume of ``pod`` to its local folder; raises ContainerConfigError.
+
+    Tokens are requested on the first pass and once ``previous.refresh_at`` has passed.
+    """
+    due = previous is None or time.monotonic() >= previous.refresh_at
+    result = Materialized(tokens_due=due)
+    if not due and previous is not None:
+        result.refresh_at = previous.refresh_at
     namespace = pod["metadata"]["namespace"]
     for volume in pod.get("spec", {}).get("volumes") or []:
         target = volume_dir(pod_dir, volumes_dir, namespace, volume)

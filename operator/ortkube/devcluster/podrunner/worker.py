@@ -71,7 +71,7 @@ class PodWorker(threading.Thread):
         self.pod_ip = ""
         self._conditions: dict[str, tuple[str, str]] = {}
         self._last_status: dict[str, Any] = {}
-        self._volumes = Materialized(refresh_at=0.0)
+        self._volumes: Materialized | None = None
         self._volumes_synced = 0.0
 
     # --- called from the watch thread -------------------------------------------------------
@@ -138,10 +138,13 @@ class PodWorker(threading.Thread):
 
     def _sync_volumes(self, pod: podspec.Pod) -> bool:
         now = time.monotonic()
-        if now < self._volumes.refresh_at and now - self._volumes_synced < VOLUME_RESYNC_S:
+        fresh = self._volumes is not None and now < self._volumes.refresh_at
+        if fresh and now - self._volumes_synced < VOLUME_RESYNC_S:
             return True
         try:
-            self._volumes = materialize(pod, self.pod_dir, self._ctx.volumes_dir, self._ctx.reader)
+            self._volumes = materialize(
+                pod, self.pod_dir, self._ctx.volumes_dir, self._ctx.reader, self._volumes
+            )
         except (podspec.ContainerConfigError, self._api_error) as error:
             # Retried every tick; shown the way the kubelet shows it.
             for container in [*self.init_containers, *self.containers]:
@@ -152,6 +155,10 @@ class PodWorker(threading.Thread):
         return True
 
     def _step(self, pod: podspec.Pod) -> None:
+        if all(c.done for c in self.containers) or any(
+            c.done and c.exit_code != 0 for c in self.init_containers
+        ):
+            return  # finished for good: nothing to run, sync or probe until deletion
         if not self._sync_volumes(pod):
             return
         policy = pod["spec"].get("restartPolicy", "Always")
