@@ -86,3 +86,8 @@ def test_cached_binary_is_not_rebuilt(tmp_path: Path, monkeypatch: pytest.Monkey
     (bins / "etcd").write_text("#!")
     (bins / ".stamps" / "etcd").write_text("built from something else\n")
     assert set(build.groups_to_build()) == {"etcd", "kubernetes"}
+
+
+def test_unknown_binary_name_is_refused() -> None:
+    with pytest.raises(build.BuildError, match="no pinned binary named"):
+        build.groups_to_build(["kubelet"])

@@ -101,7 +101,10 @@ def is_cached(item: GoBinary) -> bool:
 
 def groups_to_build(names: Iterable[str] | None = None) -> dict[str, list[GoBinary]]:
     """The binaries still missing from the cache, grouped by wrapper module."""
-    wanted = set(names) if names else {item.name for item in BINARIES}
+    known = {item.name for item in BINARIES}
+    wanted = set(names) if names else known
+    if wanted - known:
+        raise BuildError(f"no pinned binary named {sorted(wanted - known)}; known: {sorted(known)}")
     groups: dict[str, list[GoBinary]] = {}
     for item in BINARIES:
         if item.name in wanted and not is_cached(item):
