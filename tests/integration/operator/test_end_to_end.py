@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import json
 import os
+import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +18,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.http as httpclient
 
+from ortkube.runtime.engine.directory_store import DirectoryStore
 from ortkube.runtime.engine.sample_models import dynamic_mlp
 from tests.integration.kube_waits import wait_for
 
@@ -132,3 +139,103 @@ def test_a_bad_update_degrades_but_keeps_serving(
     assert ready["status"] == "True"
     batch = np.ones((1, 16), dtype=np.float32)
     assert infer(pod_ip, "keep", batch).shape == (1, 4)  # the old pod still answers
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+@pytest.fixture
+def model_server(tmp_path: Path) -> Iterator[str]:
+    """An HTTP server on loopback serving tmp_path: pods download the model from it."""
+    handler = functools.partial(_QuietHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def pod_log(ns: Kube, pod: str, container: str) -> str:
+    path = ns.cluster.layout.pods_dir / f"{ns.namespace}_{pod}" / "logs" / f"{container}.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def test_the_engine_is_built_once_by_the_job_and_loaded_by_the_serving_pod(
+    ns: Kube, operator: OperatorProcess, tmp_path: Path, model_server: str
+) -> None:
+    if ns.get("node", LOCAL_NODE) is None:
+        pytest.skip("the dev cluster runs no podrunner node")
+    # A model no earlier run has seen, so its engine key is new to the cache.
+    model_path = tmp_path / "fresh.onnx"
+    onnx.save(dynamic_mlp(seed=uuid.uuid4().int % 2**31), str(model_path))
+    # TensorRT is asked for (so the operator pre-builds) and unavailable here: the Job and the
+    # pod both fall back to CPU and agree on the key of ORT's optimized model.
+    spec = {
+        "model": {"uri": f"{model_server}/fresh.onnx"},
+        "providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"],
+        "engineCache": {"size": "64Mi"},
+    }
+    ns.apply(served_model("built", model_path, **spec))
+    selector = "app.kubernetes.io/name=ortkube-engine-build,app.kubernetes.io/instance=built"
+    (job,) = wait_for(lambda: ns.items("jobs", selector), 30, "the engine build Job")
+    job_name = job["metadata"]["name"]
+    status = wait_for(lambda: ready_status(ns, "built"), 180, "phase Ready")
+
+    job = ns.get("job", job_name) or {}
+    assert any(c["type"] == "Complete" for c in job["status"]["conditions"])
+    (builder,) = ns.items("pods", f"batch.kubernetes.io/job-name={job_name}")
+    build_log = pod_log(ns, builder["metadata"]["name"], "engine-build")
+    lines = [json.loads(line) for line in build_log.splitlines() if line.startswith("{")]
+    (built,) = [line for line in lines if "built" in line]  # what `engine build` prints
+    key = built["key"]
+    assert built["built"] is True, build_log[-2000:]
+    store = Path(built["path"]).parent.parent  # <store>/entries/<key>
+    assert f"event=engine_build_done key={key}" in build_log
+    try:
+        (pod,) = [
+            p
+            for p in ns.items("pods", "app.kubernetes.io/name=ortkube-runtime")
+            if p["metadata"]["labels"]["app.kubernetes.io/instance"] == "built"
+        ]
+        serve_log = pod_log(ns, pod["metadata"]["name"], "runtime")
+        assert f"event=engine_cache_hit key={key}" in serve_log, serve_log[-3000:]
+        assert "event=engine_build_start" not in serve_log  # built once, by the Job
+        assert pod["metadata"]["creationTimestamp"] >= job["status"]["completionTime"]
+        assert status["engineCacheKey"] == key
+        engine = next(c for c in status["conditions"] if c["type"] == "EngineReady")
+        assert (engine["status"], engine["reason"]) == ("True", "EngineLoaded")
+
+        batch = np.random.default_rng(2).standard_normal((5, 16)).astype(np.float32)
+        expected = ort.InferenceSession(str(model_path)).run(["y"], {"x": batch})[0]
+        pod_ip = pod["status"]["podIP"]
+        np.testing.assert_allclose(infer(pod_ip, "built", batch), expected, rtol=1e-5)
+
+        # An update whose build fails for real (the new model is not there): the rollout stays
+        # held, the model is Degraded, and the old pod keeps answering.
+        deployment = ns.get("deployment", "built") or {}
+        ns.apply(
+            served_model(
+                "built", model_path, **{**spec, "model": {"uri": f"{model_server}/gone.onnx"}}
+            )
+        )
+
+        def degraded() -> dict[str, Any] | None:
+            found = (ns.get("ortmodel", "built") or {}).get("status") or {}
+            return found if found.get("phase") == "Degraded" else None
+
+        failed = wait_for(degraded, 120, "phase Degraded")
+        engine = next(c for c in failed["conditions"] if c["type"] == "EngineReady")
+        assert (engine["status"], engine["reason"]) == ("False", "EngineBuildFailed")
+        assert "exited with code 2" in engine["message"]
+        assert "rollout held" in failed["message"]
+        held = ns.get("deployment", "built") or {}
+        assert held["metadata"]["generation"] == deployment["metadata"]["generation"]
+        np.testing.assert_allclose(infer(pod_ip, "built", batch), expected, rtol=1e-5)
+    finally:
+        if (store / "entries" / key).is_dir():
+            DirectoryStore(store).delete(key)
