@@ -63,11 +63,19 @@ def permission_denials(log_text: str) -> list[str]:
 class LocalOperator:
     """One detached operator process; its pid and log are kept in ``state_dir``."""
 
-    def __init__(self, state_dir: Path, name: str, argv: list[str], kubeconfig: Path) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        name: str,
+        argv: list[str],
+        kubeconfig: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.state_dir = state_dir
         self.name = name
         self.argv = argv
         self.kubeconfig = kubeconfig
+        self.extra_env = dict(extra_env or {})
 
     @property
     def log_path(self) -> Path:
@@ -87,7 +95,7 @@ class LocalOperator:
         """Start it (stopping an earlier one of the same name) and wait for its health endpoint."""
         processes.stop(self.state_dir, self.name)
         self.log_path.unlink(missing_ok=True)
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env = {**os.environ, **self.extra_env, "KUBECONFIG": str(self.kubeconfig)}
         proc = processes.spawn(self.state_dir, self.name, self.argv, env=env)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
