@@ -174,7 +174,10 @@ def test_the_engine_is_built_once_by_the_job_and_loaded_by_the_serving_pod(
     model_path = tmp_path / "fresh.onnx"
     onnx.save(dynamic_mlp(seed=uuid.uuid4().int % 2**31), str(model_path))
     # TensorRT is asked for (so the operator pre-builds) and unavailable here: the Job and the
-    # pod both fall back to CPU and agree on the key of ORT's optimized model.
+    # pod both fall back to CPU and agree on the key of ORT's optimized model. The podrunner
+    # does not rewrite paths inside runtime.yaml, so the cache both processes share is the
+    # engine_cache.uri path itself, not the claim's folder; the claim makes the cache "shared"
+    # for the operator, and the hand-over between two processes is what this test shows.
     spec = {
         "model": {"uri": f"{model_server}/fresh.onnx"},
         "providers": ["TensorrtExecutionProvider", "CPUExecutionProvider"],
