@@ -15,7 +15,8 @@ ARG CUDA_IMAGE=nvidia/cuda:13.0.1-cudnn-runtime-ubuntu24.04
 ARG TENSORRT_LIBS_VERSION=10.16.1.11
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG SOURCE=https://github.com/ortkube/ortkube
+# The repository URL for the OCI source label: --build-arg SOURCE=https://...
+ARG SOURCE=""
 
 # ---------------------------------------------------------------------------------------------
 # operator: kopf + the Kubernetes client on a slim Python.
