@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from ortkube.runtime.config import ModelSourceConfig
-from ortkube.runtime.errors import ModelSourceError
+from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
 from ortkube.runtime.source import fetch_model, parse_model_uri
 
 MODEL_BYTES = b"not really onnx, but bytes are bytes" * 1000
@@ -134,3 +134,17 @@ async def test_digest_mismatch_refuses_the_download_and_caches_nothing(
     with pytest.raises(ModelSourceError, match=r"model\.sha256"):
         await fetch_model(config(url, tmp_path, sha256="f" * 64))
     assert list((tmp_path / "sha256").iterdir()) == []
+
+
+async def test_exhausted_retries_are_a_transient_download_error(
+    model_server: tuple[ModelHttpServer, str], tmp_path: Path
+) -> None:
+    state, url = model_server
+    state.failures = 10
+    with pytest.raises(ModelDownloadError, match="after 2 attempt"):
+        await fetch_model(config(url, tmp_path, download_retries=1))
+    # A 404 is not transient: the plain ModelSourceError, not its retryable subclass.
+    state.failures, state.status_after_failures = 0, 404
+    with pytest.raises(ModelSourceError) as error:
+        await fetch_model(config(url, tmp_path, download_retries=0))
+    assert not isinstance(error.value, ModelDownloadError)

@@ -31,5 +31,9 @@ class ModelSourceError(Exception):
     """The model could not be fetched or failed verification."""
 
 
+class ModelDownloadError(ModelSourceError):
+    """Downloading failed on errors a later attempt may not meet (5xx, timeouts, resets)."""
+
+
 class ModelLoadError(Exception):
     """onnxruntime could not create a session for the model."""

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 
 from ortkube.runtime.config import ModelSourceConfig
-from ortkube.runtime.errors import ModelSourceError
+from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
 
 log = logging.getLogger("ortkube.runtime.source")
 
@@ -190,7 +190,8 @@ async def _download(config: ModelSourceConfig, cache_dir: Path) -> FetchedModel:
             index.parent.mkdir(parents=True, exist_ok=True)
             index.write_text(json.dumps({"uri": config.uri, "sha256": digest}))
             return FetchedModel(final, digest, config.uri, downloaded=True)
-    raise ModelSourceError(
+    error_type = ModelDownloadError if last_error and _retryable(last_error) else ModelSourceError
+    raise error_type(
         f"model.uri: could not download {config.uri} after {config.download_retries + 1} "
         f"attempt(s): {last_error}"
     )

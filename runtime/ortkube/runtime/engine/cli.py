@@ -6,7 +6,8 @@
   engines in DIR and prints, per engine, what to load and with which providers (JSON lines).
 * ``inspect --cache URI``: the entries in a cache with their manifests, as a table or JSON.
 
-Exit codes: 0 done, 1 build or cache failure, 2 bad config or arguments, 3 timed out waiting.
+Exit codes: 0 done; 1 build, cache or transient download failure (worth a retry); 2 bad
+config, arguments or model (not worth one); 3 timed out waiting for another builder.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from ortkube.runtime.engine.manifest import EngineManifest
 from ortkube.runtime.engine.plan import plan_engines
 from ortkube.runtime.engine.prepare import PreparedEngine, default_store, prepare_engines
 from ortkube.runtime.engine.store import open_store
-from ortkube.runtime.errors import ModelSourceError
+from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
 from ortkube.runtime.source import fetch_model
 
 _CHUNK = 1 << 20
@@ -91,6 +92,8 @@ def _model_file(config: RuntimeConfig, explicit: Path | None) -> tuple[Path, str
         source = source.model_copy(update={"uri": str(explicit)})
     try:
         fetched = asyncio.run(fetch_model(source))
+    except ModelDownloadError:
+        raise  # transient: exit 1, so the Job's backoff retries it
     except ModelSourceError as error:
         raise UsageError(str(error)) from error
     return fetched.path, fetched.sha256
@@ -178,7 +181,7 @@ def main(argv: list[str], prog: str = "ortkube engine") -> int:
     except EngineBuildTimeout as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 3
-    except EngineError as error:
+    except (EngineError, ModelDownloadError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return 1
 
