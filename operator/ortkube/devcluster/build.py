@@ -118,8 +118,8 @@ class _Progress:
     A ticker thread does the reporting, so progress shows even while the linker is silent.
     """
 
-    def __init__(self, group: str, started: float) -> None:
-        self.group, self.started = group, started
+    def __init__(self, group: str, binaries: str, started: float) -> None:
+        self.group, self.binaries, self.started = group, binaries, started
         self.packages, self.last = 0, ""
         self.done = threading.Event()
 
@@ -138,6 +138,7 @@ class _Progress:
             log_event(
                 "build.progress",
                 group=self.group,
+                binaries=self.binaries,
                 packages=self.packages,
                 last=self.last,
                 elapsed_s=time.monotonic() - self.started,
@@ -161,7 +162,7 @@ def build_group(group: str, items: list[GoBinary], parallel: int = 2) -> float:
     started = time.monotonic()
     argv = render_build_argv(items, output, parallel)
     proc = subprocess.Popen(argv, cwd=module_dir, env=go_env(), stderr=subprocess.PIPE, text=True)
-    progress = _Progress(group, started)
+    progress = _Progress(group, names, started)
     ticker = threading.Thread(target=progress.tick, daemon=True)
     ticker.start()
     try:
