@@ -90,8 +90,8 @@ def infer(pod_ip: str, name: str, batch: np.ndarray) -> np.ndarray:
 def test_ortmodel_becomes_ready_and_serves_inference(
     ns: Kube, operator: OperatorProcess, model_path: Path
 ) -> None:
-    if ns.get("node", LOCAL_NODE) is None:
-        pytest.skip("the dev cluster runs no podrunner node")
+    # The podrunner node is part of every dev cluster: its absence is a failure.
+    assert ns.get("node", LOCAL_NODE) is not None, "no podrunner node in the dev cluster"
     ns.apply(served_model("mlp", model_path))
     status = wait_for(lambda: ready_status(ns, "mlp"), 120, "phase Ready")
     assert status["provider"] == "CPUExecutionProvider"
@@ -121,8 +121,8 @@ def test_ortmodel_becomes_ready_and_serves_inference(
 def test_a_bad_update_degrades_but_keeps_serving(
     ns: Kube, operator: OperatorProcess, model_path: Path
 ) -> None:
-    if ns.get("node", LOCAL_NODE) is None:
-        pytest.skip("the dev cluster runs no podrunner node")
+    # The podrunner node is part of every dev cluster: its absence is a failure.
+    assert ns.get("node", LOCAL_NODE) is not None, "no podrunner node in the dev cluster"
     ns.apply(served_model("keep", model_path))
     wait_for(lambda: ready_status(ns, "keep"), 120, "phase Ready")
     (pod_ip,) = serving_pod_ips(ns, "keep")
@@ -168,8 +168,8 @@ def pod_log(ns: Kube, pod: str, container: str) -> str:
 def test_the_engine_is_built_once_by_the_job_and_loaded_by_the_serving_pod(
     ns: Kube, operator: OperatorProcess, tmp_path: Path, model_server: str
 ) -> None:
-    if ns.get("node", LOCAL_NODE) is None:
-        pytest.skip("the dev cluster runs no podrunner node")
+    # The podrunner node is part of every dev cluster: its absence is a failure.
+    assert ns.get("node", LOCAL_NODE) is not None, "no podrunner node in the dev cluster"
     # A model no earlier run has seen, so its engine key is new to the cache.
     model_path = tmp_path / "fresh.onnx"
     onnx.save(dynamic_mlp(seed=uuid.uuid4().int % 2**31), str(model_path))
