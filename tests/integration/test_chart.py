@@ -18,7 +18,7 @@ from ortkube.demo.tools import Tools
 from ortkube.devcluster.processes import free_port
 from ortkube.devcluster.versions import KUBERNETES_VERSION
 from tests.integration.conftest import DevCluster
-from tests.integration.kube_waits import WaitTimeout, wait_for
+from tests.integration.kube_waits import wait_for
 
 pytestmark = pytest.mark.controlplane
 
@@ -203,13 +203,6 @@ def test_operator_with_the_charts_service_account_token_reconciles_without_a_ref
         operator.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WaitTimeout,
-    reason="kopf's login_with_kubeconfig ignores the kubeconfig's tokenFile, which is how the "
-    "podrunner hands a pod its ServiceAccount token, so the chart's own operator pod talks to "
-    "the apiserver as system:anonymous. Fixed when handlers.login uses kopf.login_via_client.",
-)
 def test_charts_operator_pod_reconciles_a_model_in_its_namespace(
     tools: Tools, namespace: str, release: str
 ) -> None:
@@ -223,13 +216,6 @@ def test_charts_operator_pod_reconciles_a_model_in_its_namespace(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=WaitTimeout,
-    reason="kopf pauses every peer when two have the same priority, and `ortkube operator` "
-    "gives no way to set one (kopf.run(priority=...)): both replicas pause and nothing is "
-    "reconciled. Fixed when the operator takes a --priority or derives distinct ones.",
-)
 def test_two_peered_operators_reconcile_with_one_active(
     tools: Tools, dev_cluster: DevCluster, namespace: str, release: str, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from dataclasses import replace
 
 from ortkube.operator.settings import OperatorSettings
@@ -33,6 +34,15 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
         default=env.get("ORTKUBE_PEERING") or None,
         help="run with kopf peering NAME so only one of several replicas is active (HA; needs "
         "kopf's peering CRDs); default: standalone",
+    )
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=int(env["ORTKUBE_PEERING_PRIORITY"])
+        if env.get("ORTKUBE_PEERING_PRIORITY")
+        else None,
+        help="peering priority: the highest live replica works, the others wait; replicas of "
+        "equal priority all pause, so by default each draws one at random",
     )
     parser.add_argument(
         "--liveness",
@@ -85,6 +95,12 @@ def settings_from(args: argparse.Namespace) -> OperatorSettings:
     return replace(settings, **{k: v for k, v in flags.items() if v is not None})
 
 
+def peering_priority(given: int | None) -> int:
+    """The priority to peer with: the given one, else a random one (kopf pauses every
+    replica when two share the highest priority, so equal defaults would stop them all)."""
+    return given if given is not None else secrets.randbelow(1_000_000) + 1
+
+
 def main(argv: list[str], prog: str = "ortkube operator") -> int:
     """Run the operator until SIGINT/SIGTERM."""
     args = parse_args(argv, prog)
@@ -106,6 +122,7 @@ def main(argv: list[str], prog: str = "ortkube operator") -> int:
         registry=registry,
         standalone=args.peering is None,
         peering_name=args.peering,
+        priority=peering_priority(args.priority),
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=None if args.liveness == "off" else args.liveness,

@@ -78,10 +78,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # A registry of our own gets none of kopf's default login handlers.
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
+        # A registry of our own gets none of kopf's default login handlers. The kubernetes
+        # client's loader (in-cluster, or a kubeconfig with tokenFile or exec plugins) covers
+        # what kopf's own kubeconfig reader skips: it ignores tokenFile and authenticated a
+        # ServiceAccount kubeconfig as system:anonymous.
+        info: kopf.ConnectionInfo | None = kopf.login_via_client(**kwargs)
         return info
 
     @kopf.on.startup(registry=registry, id="start")
