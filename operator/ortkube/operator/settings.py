@@ -6,7 +6,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-DEFAULT_RUNTIME_IMAGE = "ortkube/runtime:0.1.0"
+# The name the Dockerfile's runtime target and the chart use.
+DEFAULT_RUNTIME_IMAGE = "ortkube-runtime:0.1.0"
 
 
 @dataclass(frozen=True)
