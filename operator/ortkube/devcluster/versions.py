@@ -131,8 +131,20 @@ BINARIES: tuple[GoBinary, ...] = (
         module="helm.sh/helm/v3",
         version=HELM_VERSION,
         package="helm.sh/helm/v3/cmd/helm",
-        # Without it `helm version` says v3.22 and charts' kubeVersion checks see no patch.
-        version_vars={"helm.sh/helm/v3/internal/version.version": HELM_VERSION},
+        # Without the first `helm version` says v3.22 and charts' kubeVersion checks see no
+        # patch; without the others `helm template`/`lint` assume Kubernetes v1.20 (helm's
+        # Makefile stamps them from its client-go; we stamp the version we run).
+        version_vars={
+            "helm.sh/helm/v3/internal/version.version": HELM_VERSION,
+            **{
+                f"helm.sh/helm/v3/pkg/{package}.{name}": value
+                for package in ("chartutil", "lint/rules")
+                for name, value in (
+                    ("k8sVersionMajor", KUBERNETES_VERSION.removeprefix("v").split(".")[0]),
+                    ("k8sVersionMinor", KUBERNETES_VERSION.split(".")[1]),
+                )
+            },
+        },
         group="helm",
     ),
 )
