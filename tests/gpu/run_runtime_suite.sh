@@ -21,9 +21,10 @@ echo "== strategies"
 python3 bench/gpu_run_strategies.py --out "$OUT/gpu_run_strategies.md" 2>&1 | tail -24
 echo "== serve vs in-process on CUDA"
 python3 bench/serve_vs_inprocess.py --provider CUDAExecutionProvider --seconds 5 \
-  --out "$OUT/serve_vs_inprocess_cuda.md" --profile "$OUT/serve-cuda.pyspy" \
+  --out "$OUT/serve_vs_inprocess_cuda.md" \
+  --variant 'IOBinding={"cuda":{"io_binding":true}}' \
   --variant 'max_concurrency 1={"server":{"max_concurrency":1}}' \
-  --variant 'max_concurrency 4={"server":{"max_concurrency":4}}' \
-  --variant 'no IOBinding={"cuda":{"io_binding":false}}' \
+  --variant 'max_concurrency 16={"server":{"max_concurrency":16}}' \
+  --variant 'dynamic batching={"batching":{"enabled":true,"max_batch_size":128}}' \
   --variant 'CUDA graph at batch 32={"cuda":{"cuda_graph":true},"profiles":[{"name":"b32","inputs":[{"name":"x","min":[32,1024],"opt":[32,1024],"max":[32,1024]}]}]}' \
   2>&1 | tail -14
