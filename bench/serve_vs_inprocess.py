@@ -36,7 +36,7 @@ from tests import onnx_models  # noqa: E402
 from tests.runtime_process import ServeProcess, binary_infer_request, free_port  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve_vs_inprocess.md"
-BATCH, WIDTH, LAYERS = 32, 1024, 6
+BATCH, DEFAULT_WIDTH, LAYERS = 32, 1024, 6
 
 
 def in_process_throughput(
@@ -46,7 +46,8 @@ def in_process_throughput(
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(str(model_path), options, providers=[provider])
-    feeds = {"x": np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32)}
+    width = session.get_inputs()[0].shape[1]
+    feeds = {"x": np.random.default_rng(0).standard_normal((BATCH, width)).astype(np.float32)}
     session.run(None, feeds)
     count = 0
     lock = threading.Lock()
@@ -70,8 +71,11 @@ def in_process_throughput(
     return count / (time.perf_counter() - started)
 
 
-def binary_request() -> tuple[bytes, dict[str, str]]:
-    x = np.random.default_rng(0).standard_normal((BATCH, WIDTH)).astype(np.float32)
+Request = tuple[bytes, dict[str, str]]
+
+
+def binary_request(width: int) -> Request:
+    x = np.random.default_rng(0).standard_normal((BATCH, width)).astype(np.float32)
     return binary_infer_request({"x": x})
 
 
@@ -101,23 +105,21 @@ async def _post_loop(
         writer.close()
 
 
-async def http_throughput(url: str, seconds: float, clients: int) -> float:
+async def http_throughput(url: str, seconds: float, clients: int, request: Request) -> float:
     """Requests per second from ``clients`` concurrent keep-alive connections."""
-    body, headers = binary_request()
+    body, headers = request
     parsed = urlparse(url)
     head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-    request = (
+    raw = (
         f"POST {parsed.path} HTTP/1.1\r\nHost: {parsed.netloc}\r\n{head}"
         f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     host, port = parsed.hostname or "127.0.0.1", parsed.port or 80
-    await _post_loop(host, port, request, time.perf_counter() + 0.5, [0])  # warm up
+    await _post_loop(host, port, raw, time.perf_counter() + 0.5, [0])  # warm up
     counts = [0]
     started = time.perf_counter()
     deadline = started + seconds
-    await asyncio.gather(
-        *(_post_loop(host, port, request, deadline, counts) for _ in range(clients))
-    )
+    await asyncio.gather(*(_post_loop(host, port, raw, deadline, counts) for _ in range(clients)))
     return counts[0] / (time.perf_counter() - started)
 
 
@@ -150,7 +152,7 @@ BARE_SERVER = textwrap.dedent(
 
 
 async def bare_server_throughput(
-    model_path: Path, seconds: float, clients: int, threads: int, provider: str
+    model_path: Path, seconds: float, clients: int, threads: int, provider: str, request: Request
 ) -> float:
     port = free_port()
     process = await asyncio.create_subprocess_exec(
@@ -167,7 +169,7 @@ async def bare_server_throughput(
                     break
             except aiohttp.ClientConnectionError:
                 await asyncio.sleep(0.05)
-        return await http_throughput(url, seconds, clients)
+        return await http_throughput(url, seconds, clients, request)
     finally:
         process.terminate()
         await process.wait()
@@ -179,6 +181,7 @@ async def ortkube_throughput(
     seconds: float,
     clients: int,
     provider: str,
+    request: Request,
     extra: dict[str, Any] | None = None,
     profile: Path | None = None,
 ) -> float:
@@ -200,7 +203,7 @@ async def ortkube_throughput(
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
         url = f"{server.base_url}/v2/models/mlp/infer"
-        return await http_throughput(url, seconds, clients)
+        return await http_throughput(url, seconds, clients, request)
     finally:
         if spy is not None:
             await spy.wait()
@@ -212,6 +215,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--provider", default="CPUExecutionProvider")
+    parser.add_argument(
+        "--width",
+        type=int,
+        default=DEFAULT_WIDTH,
+        help="MLP width; the wider, the more compute dominates the per-request overhead",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument(
         "--variant",
@@ -222,15 +231,16 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy raw profile of the default row")
     args = parser.parse_args()
-    provider = args.provider
+    provider, width = args.provider, args.width
     cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory() as temp:
         workdir = Path(temp)
         model = onnx_models.mlp(
-            width=WIDTH, layers=LAYERS - 1, in_features=WIDTH, out_features=WIDTH, seed=1
+            width=width, layers=LAYERS - 1, in_features=width, out_features=width, seed=1
         )
         model_path = onnx_models.save(model, workdir / "mlp.onnx")
         rows: list[tuple[str, float]] = []
+        request = binary_request(width)
         # The ceiling: the best of one caller using every core and one caller per core.
         sequential = in_process_throughput(model_path, args.seconds, cores, 1, provider)
         parallel = in_process_throughput(model_path, args.seconds, 1, cores, provider)
@@ -238,12 +248,18 @@ def main() -> None:
         rows.append((f"in-process onnxruntime, 1 caller x {cores} threads", sequential))
         rows.append((f"in-process onnxruntime, {cores} callers x 1 thread", parallel))
         bare = asyncio.run(
-            bare_server_throughput(model_path, args.seconds, args.clients, cores, provider)
+            bare_server_throughput(model_path, args.seconds, args.clients, cores, provider, request)
         )
         rows.append(("bare aiohttp server, no validation", bare))
         ours = asyncio.run(
             ortkube_throughput(
-                model_path, workdir, args.seconds, args.clients, provider, profile=args.profile
+                model_path,
+                workdir,
+                args.seconds,
+                args.clients,
+                provider,
+                request,
+                profile=args.profile,
             )
         )
         rows.append(("ortkube serve", ours))
@@ -251,14 +267,20 @@ def main() -> None:
             label, _, fields = variant.partition("=")
             value = asyncio.run(
                 ortkube_throughput(
-                    model_path, workdir, args.seconds, args.clients, provider, json.loads(fields)
+                    model_path,
+                    workdir,
+                    args.seconds,
+                    args.clients,
+                    provider,
+                    request,
+                    json.loads(fields),
                 )
             )
             rows.append((f"ortkube serve, {label}", value))
     lines = [
         "# ortkube serve vs in-process onnxruntime",
         "",
-        f"MLP {LAYERS} x {WIDTH}-wide MatMul+Relu, FP32, batch {BATCH}, binary tensors, "
+        f"MLP {LAYERS} x {width}-wide MatMul+Relu, FP32, batch {BATCH}, binary tensors, "
         f"{args.clients} concurrent clients on the same machine, {args.seconds:.0f} s per row.",
         f"Machine: {platform.processor() or platform.machine()}, {cores} cores, "
         f"onnxruntime {ort.__version__}, {provider}. "
