@@ -8,7 +8,6 @@ fail with the component's log; they never skip.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import uuid
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ortkube.demo.tools import Tools
 from ortkube.devcluster import controlplane, kubeclient
 from ortkube.devcluster.build import is_cached
 from ortkube.devcluster.health import ControlPlaneError
@@ -56,22 +56,22 @@ class DevCluster:
             raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
         return done.stdout if check else done.stdout + done.stderr
 
+    @property
+    def tools(self) -> Tools:
+        """The demo's kubectl/helm wrapper on this cluster (one implementation of get/apply)."""
+        return Tools(self.layout.bin_dir, self.kubeconfig)
+
     def apply(self, manifest: dict[str, Any], namespace: str = "default") -> str:
         """kubectl apply one object."""
-        return self.kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(manifest))
+        return self.tools.apply(manifest, namespace)
 
     def get(self, kind: str, name: str, namespace: str = "default") -> dict[str, Any] | None:
         """One object as JSON, or None if it does not exist."""
-        out = self.kubectl("get", kind, name, "-n", namespace, "-o", "json", "--ignore-not-found")
-        return json.loads(out) if out.strip() else None
+        return self.tools.get(kind, name, namespace)
 
     def items(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
         """Objects of ``kind`` in ``namespace`` (optionally by label selector)."""
-        args = ["get", kind, "-n", namespace, "-o", "json"]
-        if selector:
-            args += ["-l", selector]
-        found: list[dict[str, Any]] = json.loads(self.kubectl(*args))["items"]
-        return found
+        return self.tools.items(kind, namespace, selector)
 
 
 def _start(state_dir: Path) -> ClusterLayout:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from ortkube.demo.tools import Tools
+from ortkube.devcluster.kubeconfig import render_token_kubeconfig
 
 
 def request_token(tools: Tools, namespace: str, service_account: str, seconds: int = 3600) -> str:
@@ -17,29 +16,6 @@ def request_token(tools: Tools, namespace: str, service_account: str, seconds: i
     if not token:
         raise RuntimeError(f"the TokenRequest API gave no token for {namespace}/{service_account}")
     return token
-
-
-def token_kubeconfig(server: str, ca_file: Path, token: str, namespace: str) -> str:
-    """A kubeconfig that authenticates with ``token`` inline (kopf reads no tokenFile)."""
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "cluster",
-                "cluster": {"server": server, "certificate-authority": str(ca_file)},
-            }
-        ],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": "operator",
-                "context": {"cluster": "cluster", "user": "operator", "namespace": namespace},
-            }
-        ],
-        "current-context": "operator",
-    }
-    return yaml.safe_dump(config, sort_keys=False)
 
 
 def write_service_account_kubeconfig(
@@ -54,6 +30,6 @@ def write_service_account_kubeconfig(
     """Write a kubeconfig that acts as ``namespace/service_account``; readable by us only."""
     token = request_token(tools, namespace, service_account, seconds)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(token_kubeconfig(server, ca_file, token, namespace))
+    path.write_text(render_token_kubeconfig(server, ca_file, None, namespace, token=token))
     path.chmod(0o600)
     return path

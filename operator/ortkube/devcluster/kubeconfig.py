@@ -29,8 +29,11 @@ def render_kubeconfig(
     return yaml.safe_dump(config, sort_keys=False)
 
 
-def render_token_kubeconfig(server: str, ca_file: Path, token_file: Path, namespace: str) -> str:
-    """A kubeconfig that authenticates with a (refreshed) service-account token file."""
+def render_token_kubeconfig(
+    server: str, ca_file: Path, token_file: Path | None, namespace: str, token: str | None = None
+) -> str:
+    """A kubeconfig for a service account: its (refreshed) token file, or a token inline."""
+    user = {"tokenFile": str(token_file)} if token_file is not None else {"token": token}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -40,7 +43,7 @@ def render_token_kubeconfig(server: str, ca_file: Path, token_file: Path, namesp
                 "cluster": {"server": server, "certificate-authority": str(ca_file)},
             }
         ],
-        "users": [{"name": "service-account", "user": {"tokenFile": str(token_file)}}],
+        "users": [{"name": "service-account", "user": user}],
         "contexts": [
             {
                 "name": "in-cluster",
