@@ -133,13 +133,13 @@ def rbac_model(name: str, full: bool) -> dict[str, Any]:
 
 
 CHILDREN = {
-    "configmap": "{name}-config",
     "service": "{name}",
     "deployment": "{name}",
     "persistentvolumeclaim": "{name}-engine-cache",
     "horizontalpodautoscaler": "{name}",
     "poddisruptionbudget": "{name}",
 }
+RUNTIME_CONFIG_SELECTOR = "app.kubernetes.io/instance=rbac,ortkube.io/runtime-config=true"
 OPTIONAL = ("persistentvolumeclaim", "horizontalpodautoscaler", "poddisruptionbudget")
 
 
@@ -179,6 +179,13 @@ def test_operator_with_the_charts_service_account_token_reconciles_without_a_ref
                 describe=f"{kind} of the model",
                 seen=operator.log,
             )
+        # The runtime ConfigMap's name carries its config revision: find it by label.
+        wait_for(
+            partial(tools.items, "configmap", namespace, RUNTIME_CONFIG_SELECTOR),
+            timeout=60,
+            describe="runtime ConfigMap of the model",
+            seen=operator.log,
+        )
         wait_for(
             lambda: (tools.get("ortmodel", "rbac", namespace) or {}).get("status", {}).get("phase"),
             timeout=60,

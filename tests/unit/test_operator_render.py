@@ -1,12 +1,13 @@
 """Rendering is pure: one OrtModel and the settings give the same manifests every time."""
 
+import re
 from typing import Any
 
 import pytest
 import yaml
 
 from ortkube.operator.api import parse_ortmodel
-from ortkube.operator.children import absent_children, render_children
+from ortkube.operator.children import absent_children, config_maps_in_use, render_children
 from ortkube.operator.render import (
     CONFIG_HASH_ANNOTATION,
     render_deployment,
@@ -62,10 +63,13 @@ def test_every_child_is_owned_and_labelled() -> None:
                 "blockOwnerDeletion": True,
             }
         ]
+        # The runtime ConfigMap also carries the label its revisions are pruned by.
+        extra = {"ortkube.io/runtime-config": "true"} if manifest["kind"] == "ConfigMap" else {}
         assert meta["labels"] == {
             "app.kubernetes.io/name": "ortkube-runtime",
             "app.kubernetes.io/instance": "resnet",
             "app.kubernetes.io/managed-by": "ortkube",
+            **extra,
         }
 
 
@@ -73,7 +77,8 @@ def test_config_map_holds_a_valid_runtime_config() -> None:
     config_map = children(
         precision="fp16", profiles=[{"inputs": [{"name": "x", "min": [1], "opt": [2], "max": [4]}]}]
     )["ConfigMap"]
-    assert config_map["metadata"]["name"] == "resnet-config"
+    assert re.fullmatch(r"resnet-config-[0-9a-f]{10}", config_map["metadata"]["name"])
+    assert config_map["immutable"] is True
     config = RuntimeConfig.model_validate(yaml.safe_load(config_map["data"]["runtime.yaml"]))
     assert config.name == "resnet"
     assert config.precision == "fp16"
@@ -175,7 +180,7 @@ def test_pods_run_restricted() -> None:
 def test_engine_cache_volume(engine_cache: dict[str, Any], volume: dict[str, Any]) -> None:
     volumes = {v["name"]: v for v in pod_spec(engineCache=engine_cache)["spec"]["volumes"]}
     assert volumes["engine-cache"] == {"name": "engine-cache", **volume}
-    assert volumes["config"] == {"name": "config", "configMap": {"name": "resnet-config"}}
+    assert re.fullmatch(r"resnet-config-[0-9a-f]{10}", volumes["config"]["configMap"]["name"])
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
 
 
@@ -305,3 +310,16 @@ def test_children_a_spec_no_longer_wants_are_named_for_deletion() -> None:
         replicas=2, autoscaling={"minReplicas": 2, "maxReplicas": 3}, engineCache={"size": "1Gi"}
     )
     assert absent_children(full, render_children(full, SETTINGS)) == []
+
+
+def test_each_config_revision_gets_its_own_config_map_that_the_pods_mount() -> None:
+    fp32 = children(precision="fp32")
+    fp16 = children(precision="fp16")
+    names = [c["ConfigMap"]["metadata"]["name"] for c in (fp32, fp16)]
+    assert names[0] != names[1]
+    # Replicas are no part of the config: scaling keeps the map (and the pods).
+    assert children(precision="fp32", replicas=3)["ConfigMap"]["metadata"]["name"] == names[0]
+    for rendered, name in zip((fp32, fp16), names, strict=True):
+        pod = rendered["Deployment"]["spec"]["template"]["spec"]
+        assert config_maps_in_use([rendered["Deployment"]]) == {name}
+        assert {"name": "config", "configMap": {"name": name}} in pod["volumes"]

@@ -73,8 +73,13 @@ operator under exactly these rules and fails on any forbidden request.
   verbs: [update]
 # reconcile.apply_children: server-side apply (patch; create when the child is new).
 - apiGroups: [""]
-  resources: [configmaps, services]
+  resources: [services]
   verbs: [create, patch]
+# One runtime ConfigMap per config revision: applied, listed and the superseded ones deleted
+# (reconcile._delete_superseded_configs).
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [list, create, patch, delete]
 # reconcile.observe reads the Deployment back.
 - apiGroups: [apps]
   resources: [deployments]

@@ -67,3 +67,14 @@ def children_to_apply(
             continue
         chosen.append(manifest)
     return chosen
+
+
+def config_maps_in_use(workloads: list[Manifest]) -> set[str]:
+    """ConfigMap names that the pod templates of these Deployments or Jobs mount."""
+    names = set()
+    for workload in workloads:
+        pod = ((workload.get("spec") or {}).get("template") or {}).get("spec") or {}
+        for volume in pod.get("volumes") or []:
+            if "configMap" in volume:
+                names.add(volume["configMap"]["name"])
+    return names

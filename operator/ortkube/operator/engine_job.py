@@ -19,6 +19,7 @@ from ortkube.operator.render import (
     MODEL_DOWNLOAD_TIMEOUT_S,
     Manifest,
     child_metadata,
+    config_map_name,
     container_base,
     engine_cache_claim_name,
     field_env,
@@ -171,7 +172,10 @@ def render_engine_build_job(model: OrtModel, settings: OperatorSettings) -> Mani
             },
             "template": {
                 "metadata": {"labels": pod_labels},
-                "spec": {**pod_spec(model, container), "restartPolicy": "Never"},
+                "spec": {
+                    **pod_spec(model, container, config_map_name(model, settings)),
+                    "restartPolicy": "Never",
+                },
             },
         },
     }

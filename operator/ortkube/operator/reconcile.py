@@ -196,6 +196,33 @@ class Reconciler:
         for api_version, kind, name in children.absent_children(model, rendered):
             await self._delete_if_owned(model, api_version, kind, name)
         await self._delete_superseded_jobs(model, keep=job_name)
+        await self._delete_superseded_configs(model, rendered)
+
+    async def _delete_superseded_configs(
+        self, model: api.OrtModel, rendered: list[render.Manifest]
+    ) -> None:
+        """Delete runtime ConfigMap revisions no wanted or live workload mounts any more.
+
+        Kept: this spec's, the one the live Deployment's template mounts (it may be held while
+        an engine builds) and those the model's Jobs mount.
+        """
+        live = [m for m in rendered if m["kind"] in ("Deployment", "Job")]
+        deployment = await self.kube.get("apps/v1", "Deployment", model.namespace, model.name)
+        if deployment is not None:
+            live.append(deployment)
+        selector = engine_job.engine_build_selector(model)
+        live += await self.kube.list("batch/v1", "Job", model.namespace, selector)
+        keep = children.config_maps_in_use(live)
+        for found in await self.kube.list(
+            "v1", "ConfigMap", model.namespace, render.config_map_selector(model)
+        ):
+            meta = found.get("metadata") or {}
+            owned = any(o.get("uid") == model.uid for o in meta.get("ownerReferences") or [])
+            if owned and meta.get("name") not in keep:
+                log.info(
+                    "delete_superseded kind=ConfigMap name=%s/%s", model.namespace, meta["name"]
+                )
+                await self.kube.delete("v1", "ConfigMap", model.namespace, meta["name"])
 
     async def _delete_superseded_jobs(self, model: api.OrtModel, keep: str) -> None:
         """Delete this model's engine-build Jobs other than ``keep`` (a superseded spec's)."""

@@ -81,9 +81,18 @@ def child_metadata(model: OrtModel, name: str) -> dict[str, Any]:
     }
 
 
-def config_map_name(model: OrtModel) -> str:
-    """Name of the ConfigMap that holds runtime.yaml."""
-    return f"{model.name}-config"
+# Marks the per-revision runtime ConfigMaps, so superseded ones can be found and pruned.
+CONFIG_LABEL = "ortkube.io/runtime-config"
+
+
+def config_map_name(model: OrtModel, settings: OperatorSettings) -> str:
+    """Name of the ConfigMap that holds runtime.yaml: one per config revision.
+
+    A pod that restarts during a rollout (or while an engine builds and the rollout is held)
+    must read the config of its own revision, not the newest: the name carries the config's
+    hash, and the pod template names it.
+    """
+    return f"{model.name}-config-{config_hash(model, settings)[:10]}"
 
 
 def engine_cache_claim_name(model: OrtModel) -> str:
@@ -159,13 +168,22 @@ def config_hash(model: OrtModel, settings: OperatorSettings) -> str:
 
 
 def render_config_map(model: OrtModel, settings: OperatorSettings) -> Manifest:
-    """The ConfigMap holding runtime.yaml."""
+    """This revision's ConfigMap holding runtime.yaml (immutable: a new config is a new map)."""
+    metadata = child_metadata(model, config_map_name(model, settings))
+    metadata["labels"] = {**metadata["labels"], CONFIG_LABEL: "true"}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": child_metadata(model, config_map_name(model)),
+        "metadata": metadata,
+        "immutable": True,
         "data": {CONFIG_KEY: runtime_yaml(model, settings)},
     }
+
+
+def config_map_selector(model: OrtModel) -> str:
+    """Label selector of every runtime ConfigMap revision of this model."""
+    pairs = {**selector_labels(model), CONFIG_LABEL: "true"}
+    return ",".join(f"{key}={value}" for key, value in pairs.items())
 
 
 # --- pods ----------------------------------------------------------------------------------------
@@ -272,7 +290,7 @@ def _container(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
     }
 
 
-def _volumes(model: OrtModel) -> list[dict[str, Any]]:
+def _volumes(model: OrtModel, config_name: str) -> list[dict[str, Any]]:
     cache = model.spec.engine_cache
     if cache.pvc is not None:
         engine: dict[str, Any] = {"persistentVolumeClaim": {"claimName": cache.pvc}}
@@ -281,7 +299,7 @@ def _volumes(model: OrtModel) -> list[dict[str, Any]]:
     else:
         engine = {"emptyDir": {}}
     return [
-        {"name": "config", "configMap": {"name": config_map_name(model)}},
+        {"name": "config", "configMap": {"name": config_name}},
         {"name": "model-cache", "emptyDir": {}},
         {"name": "engine-cache", **engine},
         {"name": "tmp", "emptyDir": {}},
@@ -312,11 +330,11 @@ def _scheduling(model: OrtModel) -> dict[str, Any]:
     return placement
 
 
-def pod_spec(model: OrtModel, container: dict[str, Any]) -> dict[str, Any]:
+def pod_spec(model: OrtModel, container: dict[str, Any], config_name: str) -> dict[str, Any]:
     """A pod running ``container`` restricted, with the runtime's volumes and placement."""
     return {
         "containers": [container],
-        "volumes": _volumes(model),
+        "volumes": _volumes(model, config_name),
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUNTIME_USER,
@@ -339,7 +357,7 @@ def render_pod_template(model: OrtModel, settings: OperatorSettings) -> Manifest
             "labels": labels(model),
             "annotations": {CONFIG_HASH_ANNOTATION: config_hash(model, settings)},
         },
-        "spec": pod_spec(model, _container(model, settings)),
+        "spec": pod_spec(model, _container(model, settings), config_map_name(model, settings)),
     }
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ortkube.operator.children import config_maps_in_use
 from tests.integration.kube_waits import wait_for
 
 from .conftest import RESYNC_S, Kube, OperatorProcess
@@ -164,8 +165,13 @@ def test_spec_edit_rolls_pods_and_unchanged_apply_changes_nothing(
     )
     new_hash = rolled["spec"]["template"]["metadata"]["annotations"]["ortkube.io/config-hash"]
     assert new_hash != template_hash
-    config = ns.get("configmap", "bert-config")
+    # Each revision mounts its own ConfigMap; the superseded one is pruned.
+    (old_config,) = config_maps_in_use([first])
+    (new_config,) = config_maps_in_use([rolled])
+    assert new_config != old_config
+    config = ns.get("configmap", new_config)
     assert config is not None and "precision: fp16" in config["data"]["runtime.yaml"]
+    wait_for(lambda: ns.get("configmap", old_config) is None, 30, f"{old_config} pruned")
 
 
 def test_kubectl_scale_changes_replicas_without_a_rollout(
