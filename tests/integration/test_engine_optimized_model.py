@@ -175,7 +175,7 @@ def test_cli_build_force_rebuilds_an_existing_entry(
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"model": {"uri": "s3://bucket/m.onnx"}}, "unsupported scheme 's3'"),
+        ({"model": {"uri": "gs://bucket/m.onnx"}}, "unsupported scheme 'gs'"),
         ({"model": {"uri": "/nowhere/m.onnx"}}, "does not exist"),
         ({"model": {"sha256": "0" * 64}}, "model.sha256: "),
         ({"bogus_field": 1}, "bogus_field"),

@@ -25,9 +25,11 @@ class ModelHttpServer:
         self.requests = 0
         self.failures = 0
         self.status_after_failures = 200
+        self.authorization: str | None = None
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests += 1
+        self.authorization = request.headers.get("Authorization")
         if self.requests <= self.failures:
             return web.Response(status=503)
         if self.status_after_failures != 200:
@@ -53,7 +55,7 @@ def config(uri: str, cache: Path, **extra: object) -> ModelSourceConfig:
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        ("s3://bucket/model.onnx", "unsupported scheme 's3'"),
+        ("gs://bucket/model.onnx", "unsupported scheme 'gs'"),
         ("ftp://host/model.onnx", "unsupported scheme 'ftp'"),
         ("https:///model.onnx", "has no host"),
     ],
@@ -148,3 +150,12 @@ async def test_exhausted_retries_are_a_transient_download_error(
     with pytest.raises(ModelSourceError) as error:
         await fetch_model(config(url, tmp_path, download_retries=0))
     assert not isinstance(error.value, ModelDownloadError)
+
+
+async def test_bearer_token_from_the_environment_is_sent(
+    model_server: tuple[ModelHttpServer, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state, url = model_server
+    monkeypatch.setenv("ORTKUBE_MODEL_TOKEN", "s3cr3t")
+    await fetch_model(config(url, tmp_path))
+    assert state.authorization == "Bearer s3cr3t"

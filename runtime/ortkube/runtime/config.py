@@ -83,7 +83,11 @@ class ShapeProfile(StrictModel):
 class ModelSourceConfig(StrictModel):
     """Where the model comes from."""
 
-    uri: str = Field(description="Local path, file://, http:// or https:// URI of the .onnx file.")
+    uri: str = Field(
+        description="Local path, file://, http://, https:// or s3:// URI of the .onnx file "
+        "(s3 credentials and endpoint from AWS_* / ORTKUBE_S3_ENDPOINT_URL; an http bearer "
+        "token from ORTKUBE_MODEL_TOKEN)."
+    )
     sha256: str | None = Field(
         default=None,
         pattern=r"^[0-9a-f]{64}$",

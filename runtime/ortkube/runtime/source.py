@@ -1,4 +1,4 @@
-"""Fetch a model from a path, file:// or http(s):// URI, verify its digest and cache it.
+"""Fetch a model from a path, file://, http(s):// or s3:// URI, verify its digest, cache it.
 
 Downloads land in ``cache_dir/sha256/<digest>.onnx`` (written to a temp file, then renamed),
 and ``cache_dir/urls/<hash of uri>.json`` remembers which digest a URI gave, so a restarted
@@ -14,6 +14,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -57,14 +58,21 @@ def parse_model_uri(uri: str) -> ModelLocation:
         if not path:
             raise ModelSourceError("model.uri: empty path")
         return ModelLocation("file", path)
-    if parsed.scheme in ("http", "https"):
+    if parsed.scheme in ("http", "https", "s3"):
         if not parsed.netloc:
             raise ModelSourceError(f"model.uri: {uri!r} has no host")
         return ModelLocation(parsed.scheme, uri)
     raise ModelSourceError(
         f"model.uri: unsupported scheme {parsed.scheme!r} in {uri!r}; "
-        "use a path, file://, http:// or https://"
+        "use a path, file://, http://, https:// or s3://"
     )
+
+
+def http_headers(env: Mapping[str, str]) -> dict[str, str]:
+    """Request headers for a model download: a bearer token from ``ORTKUBE_MODEL_TOKEN``
+    (put there from the model's ``credentialsSecret``)."""
+    token = env.get("ORTKUBE_MODEL_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def digest_path(cache_dir: Path, digest: str) -> Path:
@@ -160,7 +168,8 @@ def _retryable(error: BaseException) -> bool:
 async def _download(config: ModelSourceConfig, cache_dir: Path) -> FetchedModel:
     timeout = aiohttp.ClientTimeout(total=config.download_timeout_s, sock_connect=30)
     last_error: BaseException | None = None
-    async with aiohttp.ClientSession(timeout=timeout) as session:
+    headers = http_headers(os.environ)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
         for attempt in range(config.download_retries + 1):
             if attempt:
                 delay = min(2.0**attempt, 30.0)
@@ -179,22 +188,27 @@ async def _download(config: ModelSourceConfig, cache_dir: Path) -> FetchedModel:
                 if not _retryable(error):
                     break
                 continue
-            try:
-                _verify(digest, config.sha256, config.uri)
-            except ModelSourceError:
-                temp.unlink(missing_ok=True)
-                raise
-            final = digest_path(cache_dir, digest)
-            os.replace(temp, final)
-            index = uri_index_path(cache_dir, config.uri)
-            index.parent.mkdir(parents=True, exist_ok=True)
-            index.write_text(json.dumps({"uri": config.uri, "sha256": digest}))
-            return FetchedModel(final, digest, config.uri, downloaded=True)
+            return _keep(config, cache_dir, temp, digest)
     error_type = ModelDownloadError if last_error and _retryable(last_error) else ModelSourceError
     raise error_type(
         f"model.uri: could not download {config.uri} after {config.download_retries + 1} "
         f"attempt(s): {last_error}"
     )
+
+
+def _keep(config: ModelSourceConfig, cache_dir: Path, temp: Path, digest: str) -> FetchedModel:
+    """Verify a finished download and move it into the digest cache, remembering its URI."""
+    try:
+        _verify(digest, config.sha256, config.uri)
+    except ModelSourceError:
+        temp.unlink(missing_ok=True)
+        raise
+    final = digest_path(cache_dir, digest)
+    os.replace(temp, final)
+    index = uri_index_path(cache_dir, config.uri)
+    index.parent.mkdir(parents=True, exist_ok=True)
+    index.write_text(json.dumps({"uri": config.uri, "sha256": digest}))
+    return FetchedModel(final, digest, config.uri, downloaded=True)
 
 
 async def fetch_model(config: ModelSourceConfig) -> FetchedModel:
@@ -213,4 +227,11 @@ async def fetch_model(config: ModelSourceConfig) -> FetchedModel:
         log.info("event=model_cache_hit uri=%s sha256=%s", config.uri, cached.sha256)
         return cached
     log.info("event=model_download_start uri=%s", config.uri)
+    if location.scheme == "s3":
+        # Imported here: it pulls in boto3 and the engine package (which imports this module).
+        from ortkube.runtime.model_s3 import download_s3_model
+
+        # boto3 retries transient errors itself (standard mode, 5 attempts).
+        temp, digest = await asyncio.to_thread(download_s3_model, config.uri, cache_dir / "sha256")
+        return _keep(config, cache_dir, temp, digest)
     return await _download(config, cache_dir)

@@ -51,6 +51,30 @@ def make_s3_client(
     return session.client("s3", endpoint_url=endpoint_url, config=config)
 
 
+def s3_client_from_env(env: Mapping[str, str]) -> tuple[Any, str | None]:
+    """A client configured from the environment, and the custom endpoint if one is set.
+
+    ``ORTKUBE_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``),
+    ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
+    ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default us-east-1) and
+    ``ORTKUBE_S3_ADDRESSING_STYLE`` (path with a custom endpoint, else auto).
+    """
+    endpoint = (
+        env.get("ORTKUBE_S3_ENDPOINT_URL")
+        or env.get("AWS_ENDPOINT_URL_S3")
+        or env.get("AWS_ENDPOINT_URL")
+    )
+    client = make_s3_client(
+        endpoint_url=endpoint,
+        access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+        secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=env.get("AWS_SESSION_TOKEN"),
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        addressing_style=env.get("ORTKUBE_S3_ADDRESSING_STYLE") or ("path" if endpoint else "auto"),
+    )
+    return client, endpoint
+
+
 def error_code(error: Exception) -> str:
     """The S3 error code of a botocore ClientError (or its HTTP status), else ""."""
     response: Mapping[str, Any] = getattr(error, "response", None) or {}

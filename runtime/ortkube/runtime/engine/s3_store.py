@@ -40,8 +40,8 @@ from ortkube.runtime.engine.s3_client import (
     NOT_IMPLEMENTED_CODES,
     error_code,
     is_error,
-    make_s3_client,
     parse_s3_uri,
+    s3_client_from_env,
 )
 from ortkube.runtime.engine.store import LockLease, check_key, new_lease
 from ortkube.runtime.source import file_sha256
@@ -66,29 +66,9 @@ class S3Store:
     def from_env(
         cls, uri: str, local_root: Path | None = None, env: Mapping[str, str] | None = None
     ) -> S3Store:
-        """Build from ``s3://bucket/prefix`` and the environment.
-
-        ``ORTKUBE_S3_ENDPOINT_URL`` (or ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL``),
-        ``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN``,
-        ``AWS_REGION``/``AWS_DEFAULT_REGION`` (default us-east-1) and
-        ``ORTKUBE_S3_ADDRESSING_STYLE`` (path with a custom endpoint, else auto).
-        """
-        values = os.environ if env is None else env
+        """Build from ``s3://bucket/prefix`` and the environment (``s3_client_from_env``)."""
         bucket, prefix = parse_s3_uri(uri)
-        endpoint = (
-            values.get("ORTKUBE_S3_ENDPOINT_URL")
-            or values.get("AWS_ENDPOINT_URL_S3")
-            or values.get("AWS_ENDPOINT_URL")
-        )
-        client = make_s3_client(
-            endpoint_url=endpoint,
-            access_key_id=values.get("AWS_ACCESS_KEY_ID"),
-            secret_access_key=values.get("AWS_SECRET_ACCESS_KEY"),
-            session_token=values.get("AWS_SESSION_TOKEN"),
-            region=values.get("AWS_REGION") or values.get("AWS_DEFAULT_REGION") or "us-east-1",
-            addressing_style=values.get("ORTKUBE_S3_ADDRESSING_STYLE")
-            or ("path" if endpoint else "auto"),
-        )
+        client, _ = s3_client_from_env(os.environ if env is None else env)
         root = local_root or Path(tempfile.gettempdir()) / "ortkube-engines"
         return cls(bucket, prefix, client, root)
 
