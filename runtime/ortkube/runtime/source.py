@@ -12,8 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +20,12 @@ from urllib.parse import unquote, urlparse
 import aiohttp
 
 from ortkube.runtime.config import ModelSourceConfig
+from ortkube.runtime.download import PartialDownload
 from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
 
 log = logging.getLogger("ortkube.runtime.source")
 
 _CHUNK = 1 << 20
-_PROGRESS_EVERY_S = 2.0
 # Client errors other than these mean retrying cannot help.
 _RETRYABLE_4XX = {408, 425, 429}
 
@@ -122,41 +120,18 @@ def _cached(config: ModelSourceConfig, cache_dir: Path) -> FetchedModel | None:
 async def _download_once(
     session: aiohttp.ClientSession, url: str, cache_dir: Path
 ) -> tuple[Path, str]:
-    (cache_dir / "sha256").mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, temp_name = tempfile.mkstemp(dir=cache_dir / "sha256", suffix=".part")
-    temp = Path(temp_name)
-    try:
-        async with session.get(url) as response:
-            if response.status >= 400:
-                raise aiohttp.ClientResponseError(
-                    response.request_info, (), status=response.status, message=response.reason or ""
-                )
-            total = response.content_length
-            received, last_report, started = 0, 0.0, time.monotonic()
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in response.content.iter_chunked(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    received += len(chunk)
-                    now = time.monotonic()
-                    if now - last_report >= _PROGRESS_EVERY_S:
-                        last_report = now
-                        log.info(
-                            "event=model_download_progress url=%s bytes=%d total=%s elapsed_s=%.1f",
-                            url,
-                            received,
-                            total if total is not None else "unknown",
-                            now - started,
-                        )
-                out.flush()
-                os.fsync(out.fileno())
-        if total is not None and received != total:
-            raise ModelSourceError(f"model.uri: download ended at {received} of {total} bytes")
-        return temp, digest.hexdigest()
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+    async with session.get(url) as response:
+        if response.status >= 400:
+            raise aiohttp.ClientResponseError(
+                response.request_info, (), status=response.status, message=response.reason or ""
+            )
+        with PartialDownload(cache_dir / "sha256", url, response.content_length) as part:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                part.add(chunk)
+            try:
+                return part.finish()
+            except ValueError as error:
+                raise ModelSourceError(f"model.uri: {url}: {error}") from error
 
 
 def _retryable(error: BaseException) -> bool:
