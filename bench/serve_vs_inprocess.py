@@ -251,20 +251,14 @@ def main() -> None:
             bare_server_throughput(model_path, args.seconds, args.clients, cores, provider, request)
         )
         rows.append(("bare aiohttp server, no validation", bare))
-        ours = asyncio.run(
-            ortkube_throughput(
-                model_path,
-                workdir,
-                args.seconds,
-                args.clients,
-                provider,
-                request,
-                profile=args.profile,
-            )
-        )
-        rows.append(("ortkube serve", ours))
+        # The default row (profiled when asked), then one row per --variant.
+        servers: list[tuple[str, dict[str, Any], Path | None]] = [
+            ("ortkube serve", {}, args.profile)
+        ]
         for variant in args.variant:
             label, _, fields = variant.partition("=")
+            servers.append((f"ortkube serve, {label}", json.loads(fields), None))
+        for label, extra, profile in servers:
             value = asyncio.run(
                 ortkube_throughput(
                     model_path,
@@ -273,10 +267,11 @@ def main() -> None:
                     args.clients,
                     provider,
                     request,
-                    json.loads(fields),
+                    extra,
+                    profile=profile,
                 )
             )
-            rows.append((f"ortkube serve, {label}", value))
+            rows.append((label, value))
     lines = [
         "# ortkube serve vs in-process onnxruntime",
         "",
