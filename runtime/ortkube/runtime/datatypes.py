@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,7 @@ _TYPES = (
 
 BY_V2 = {t.v2: t for t in _TYPES}
 BY_ORT = {t.ort: t for t in _TYPES}
+BY_NUMPY = {t.numpy: t for t in _TYPES}
 V2_DATATYPES = tuple(BY_V2)
 
 
@@ -49,3 +51,8 @@ def from_ort(ort_type: str) -> TensorType:
 def from_v2(datatype: str) -> TensorType | None:
     """The tensor type for a v2 datatype name, or None when the name is unknown."""
     return BY_V2.get(datatype)
+
+
+def from_numpy(dtype: np.dtype[Any]) -> TensorType | None:
+    """The tensor type of a numpy dtype (object arrays are BYTES), or None."""
+    return BY_NUMPY.get(dtype)

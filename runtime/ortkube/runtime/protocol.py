@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ortkube.runtime.datatypes import V2_DATATYPES, TensorType, from_v2
+from ortkube.runtime.datatypes import V2_DATATYPES, TensorType, from_numpy, from_v2
 from ortkube.runtime.errors import InvalidRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -331,10 +331,9 @@ def _bytes_to_json(name: str, array: np.ndarray[Any, Any]) -> list[str]:
 
 def output_datatype(array: np.ndarray[Any, Any]) -> str:
     """The v2 datatype of an output array."""
-    for candidate in V2_DATATYPES:
-        tensor_type = from_v2(candidate)
-        if tensor_type is not None and tensor_type.numpy == array.dtype:
-            return candidate
+    tensor_type = from_numpy(array.dtype)
+    if tensor_type is not None:
+        return tensor_type.v2
     if array.dtype.kind in "SU":
         return "BYTES"
     raise ValueError(f"output dtype {array.dtype} has no v2 datatype")
