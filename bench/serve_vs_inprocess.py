@@ -32,8 +32,9 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ortkube.devcluster.processes import free_port  # noqa: E402
 from tests import onnx_models  # noqa: E402
-from tests.runtime_process import ServeProcess, binary_infer_request, free_port  # noqa: E402
+from tests.runtime_process import ServeProcess, binary_infer_request  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "serve_vs_inprocess.md"
 BATCH, DEFAULT_WIDTH, LAYERS = 32, 1024, 6

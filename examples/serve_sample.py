@@ -7,22 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 
+from ortkube.devcluster.processes import free_port
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.serve_cli import run_server
 
 SAMPLE = Path(__file__).resolve().parent / "models" / "sample-mlp.onnx"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 async def _wait_ready(session: aiohttp.ClientSession, base: str) -> None:
@@ -38,7 +32,7 @@ async def _wait_ready(session: aiohttp.ClientSession, base: str) -> None:
 
 
 async def demo() -> None:
-    port = _free_port()
+    port = free_port()
     config = RuntimeConfig.model_validate(
         {
             "name": "sample",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ortkube.devcluster.processes import free_port
 from ortkube.runtime.protocol import output_datatype
 
 
@@ -42,13 +42,6 @@ def binary_infer_request(inputs: Mapping[str, np.ndarray]) -> tuple[bytes, dict[
         "Inference-Header-Content-Length": str(len(header)),
         "Content-Type": "application/octet-stream",
     }
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class ServeProcess:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ortkube.devcluster.processes import free_port
 from tests.integration.conftest import DevCluster
 from tests.integration.kube_waits import wait_for
 
@@ -71,13 +71,6 @@ def ns(dev_cluster: DevCluster, namespace: str, ortmodel_crd: None) -> Kube:
     return Kube(dev_cluster, namespace)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 class OperatorProcess:
     """``ortkube operator`` as a subprocess watching one namespace."""
 
@@ -89,7 +82,7 @@ class OperatorProcess:
         self.liveness = ""
 
     def start(self) -> None:
-        port = _free_port()
+        port = free_port()
         self.liveness = f"http://127.0.0.1:{port}/healthz"
         argv = [
             sys.executable,
