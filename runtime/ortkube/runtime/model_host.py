@@ -10,13 +10,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 from ortkube.runtime.batching import DynamicBatcher, batchable
 from ortkube.runtime.config import RuntimeConfig
+from ortkube.runtime.contract import Phase
 from ortkube.runtime.errors import ModelNotReady
 from ortkube.runtime.metrics import ModelRequestMetrics, RuntimeMetrics, bind_request_metrics
 from ortkube.runtime.protocol import InferRequest, RequestedOutput
@@ -27,17 +27,6 @@ from ortkube.runtime.source import fetch_model
 from ortkube.runtime.warmup import warmup_feeds
 
 log = logging.getLogger("ortkube.runtime.model")
-
-
-class Phase(StrEnum):
-    """Where the runtime is in its life; the operator mirrors these in the OrtModel status."""
-
-    FETCHING = "Fetching"
-    BUILDING = "Building"
-    WARMING_UP = "WarmingUp"
-    READY = "Ready"
-    FAILED = "Failed"
-    DRAINING = "Draining"
 
 
 @dataclass

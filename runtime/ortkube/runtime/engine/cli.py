@@ -6,8 +6,9 @@
   engines in DIR and prints, per engine, what to load and with which providers (JSON lines).
 * ``inspect --cache URI``: the entries in a cache with their manifests, as a table or JSON.
 
-Exit codes: 0 done; 1 build, cache or transient download failure (worth a retry); 2 bad
-config, arguments or model (not worth one); 3 timed out waiting for another builder.
+Exit codes: ``ortkube.runtime.contract.EngineExit`` (0 done; 1 build, cache or transient
+download failure, worth a retry; 2 bad config, arguments or model, not worth one; 3 timed out
+waiting for another builder).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ortkube.runtime.config import RuntimeConfig, load_config_file
+from ortkube.runtime.contract import EngineExit
 from ortkube.runtime.engine.environment import detect_environment
 from ortkube.runtime.engine.errors import (
     EngineBuildTimeout,
@@ -93,7 +95,7 @@ def _model_file(config: RuntimeConfig, explicit: Path | None) -> tuple[Path, str
     try:
         fetched = asyncio.run(fetch_model(source))
     except ModelDownloadError:
-        raise  # transient: exit 1, so the Job's backoff retries it
+        raise  # transient: EngineExit.FAILED, so the Job's backoff retries it
     except ModelSourceError as error:
         raise UsageError(str(error)) from error
     return fetched.path, fetched.sha256
@@ -132,7 +134,7 @@ def _prepare(args: argparse.Namespace) -> int:
         )
         for engine in prepared:
             print(json.dumps(_describe(engine), sort_keys=True))
-    return 0
+    return EngineExit.OK
 
 
 def _table(manifests: list[EngineManifest]) -> str:
@@ -167,7 +169,7 @@ def _inspect(args: argparse.Namespace) -> int:
         print(_table(manifests))
     else:
         print(f"no entries in {args.cache}")
-    return 0
+    return EngineExit.OK
 
 
 def main(argv: list[str], prog: str = "ortkube engine") -> int:
@@ -177,13 +179,13 @@ def main(argv: list[str], prog: str = "ortkube engine") -> int:
         return _inspect(args) if args.command == "inspect" else _prepare(args)
     except (UsageError, ProfileError, Int8ModelError, ValidationError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
-        return 2
+        return EngineExit.BAD_CONFIG
     except EngineBuildTimeout as error:
         print(f"{prog}: {error}", file=sys.stderr)
-        return 3
+        return EngineExit.BUILDER_TIMEOUT
     except (EngineError, ModelDownloadError) as error:
         print(f"{prog}: {error}", file=sys.stderr)
-        return 1
+        return EngineExit.FAILED
 
 
 if __name__ == "__main__":

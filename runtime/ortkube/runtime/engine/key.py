@@ -17,10 +17,26 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ortkube.runtime.config import Precision, RuntimeConfig, ShapeProfile
+from ortkube.runtime.config import Precision, ShapeProfile
+from ortkube.runtime.contract import (
+    KEY_FORMAT,
+    canonical_profiles,
+    engine_config_material,
+    tensorrt_engine_settings,
+)
 
-# Bump when the layout of an entry changes, so old entries stop matching.
-KEY_FORMAT = 1
+__all__ = [
+    "KEY_FORMAT",
+    "EngineKey",
+    "EngineKind",
+    "canonical_json",
+    "canonical_profiles",
+    "engine_cache_key",
+    "engine_config_material",
+    "optimized_model_cache_key",
+    "tensorrt_engine_settings",
+]
+
 _DIGEST_HEX = 16
 _MODEL_HEX = 12
 
@@ -47,37 +63,6 @@ class EngineKey:
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values give equal bytes."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def canonical_profiles(profiles: Sequence[ShapeProfile]) -> list[list[dict[str, Any]]]:
-    """Profiles as key material: order kept (it is the profile index), names dropped.
-
-    A profile's name and the order of its inputs do not change the engine; the shapes do.
-    """
-    return [
-        [
-            {"name": rng.name, "min": list(rng.min), "opt": list(rng.opt), "max": list(rng.max)}
-            for rng in sorted(profile.inputs, key=lambda r: r.name)
-        ]
-        for profile in profiles
-    ]
-
-
-def tensorrt_engine_settings(config: RuntimeConfig) -> dict[str, Any]:
-    """The TensorRT settings that change the built engine or the entry's files.
-
-    Left out on purpose: CUDA graphs and the timing cache (run-time and build-speed only),
-    the detailed build log, and everything about serving.
-    """
-    trt = config.tensorrt
-    return {
-        "workspace_bytes": trt.workspace_bytes,
-        "builder_optimization_level": trt.builder_optimization_level,
-        # The EP-context model is one of the entry's files; an entry without it cannot serve
-        # a replica that expects to load it.
-        "ep_context": trt.ep_context,
-        "ep_context_embed_mode": 0,
-    }
 
 
 def _short(text: str | None, fallback: str) -> str:
