@@ -115,7 +115,7 @@ def open_session(model: Path, providers: Any, level: str) -> Any:
 def prepare(work: Path, pod: str) -> Any:
     from ortkube.runtime.engine.environment import detect_environment
     from ortkube.runtime.engine.prepare import prepare_engines
-    from ortkube.runtime.source import file_sha256
+    from ortkube.runtime.hashing import file_sha256
 
     model = work / "model.onnx"
     engines = prepare_engines(

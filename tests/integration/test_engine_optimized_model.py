@@ -21,7 +21,7 @@ from ortkube.runtime.engine.errors import EngineBuildError
 from ortkube.runtime.engine.options import OPTIMIZED_MODEL
 from ortkube.runtime.engine.prepare import PreparedEngine, prepare_engines
 from ortkube.runtime.engine.sample_models import conv_stack, dynamic_mlp
-from ortkube.runtime.source import file_sha256
+from ortkube.runtime.hashing import file_sha256
 
 CPU = ["CPUExecutionProvider"]
 

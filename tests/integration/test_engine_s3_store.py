@@ -1,4 +1,8 @@
-"""The S3 store against a real S3-speaking HTTP server (moto's server mode) on loopback."""
+"""The S3 store against a real S3-speaking HTTP server (moto's server mode) on loopback.
+
+boto3 reads its endpoint and credentials from the environment, as in a pod; the tests set the
+``AWS_*`` variables (``s3_env``) and the processes they spawn inherit them.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ from ortkube.runtime.engine.environment import EngineEnvironment
 from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
 from ortkube.runtime.engine.fetch_or_build import BuildSpec, fetch_or_build
 from ortkube.runtime.engine.manifest import EngineManifest, make_manifest
-from ortkube.runtime.engine.s3_client import parse_s3_uri
 from ortkube.runtime.engine.s3_store import S3Store
 from ortkube.runtime.engine.store import open_store
+from ortkube.runtime.uris import parse_cache_uri
 
 KEY = "trt-0123456789ab-fp16-sm90-0011223344556677"
 ENV = EngineEnvironment(
@@ -31,26 +35,43 @@ SPAWN = multiprocessing.get_context("spawn")
 
 
 def s3_env(endpoint: str) -> dict[str, str]:
+    """What boto3 reads to reach the loopback server (and never a file or instance metadata)."""
     return {
-        "ORTKUBE_S3_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "test-key",
         "AWS_SECRET_ACCESS_KEY": "test-secret",
         "AWS_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/nonexistent",
+        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        "AWS_EC2_METADATA_DISABLED": "true",
     }
 
 
+@pytest.fixture(autouse=True)
+def _boto3_environment(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in s3_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+
+
+def open_s3(uri: str, local_root: Path) -> S3Store:
+    store = open_store(uri, local_root)
+    assert isinstance(store, S3Store)
+    return store
+
+
 @pytest.fixture
-def bucket_uri(s3_endpoint: str) -> str:
+def bucket_uri() -> str:
     """A fresh bucket for each test, with a prefix."""
-    store = S3Store.from_env("s3://unused", Path("/nonexistent"), s3_env(s3_endpoint))
     name = f"engines-{uuid.uuid4().hex[:12]}"
-    store.client.create_bucket(Bucket=name)
+    open_s3(f"s3://{name}", Path("/nonexistent")).client.create_bucket(Bucket=name)
     return f"s3://{name}/team/a"
 
 
 @pytest.fixture
-def store(bucket_uri: str, s3_endpoint: str, tmp_path: Path) -> S3Store:
-    return S3Store.from_env(bucket_uri, tmp_path / "local", s3_env(s3_endpoint))
+def store(bucket_uri: str, tmp_path: Path) -> S3Store:
+    return open_s3(bucket_uri, tmp_path / "local")
 
 
 def built_dir(root: Path, payload: bytes = b"engine-bytes") -> tuple[Path, EngineManifest]:
@@ -66,19 +87,13 @@ def object_keys(store: S3Store) -> list[str]:
     return sorted(item["Key"] for item in answer.get("Contents", []))
 
 
-def test_uri_parsing_and_open_store_pick_the_s3_store(s3_endpoint: str, tmp_path: Path) -> None:
-    assert parse_s3_uri("s3://bucket/a/b/") == ("bucket", "a/b")
-    assert parse_s3_uri("s3://bucket") == ("bucket", "")
-    with pytest.raises(EngineCacheError, match="expected s3://bucket"):
-        parse_s3_uri("s3:///nobucket")
-    os.environ.update(s3_env(s3_endpoint))
-    try:
-        opened = open_store("s3://b/p", tmp_path)
-    finally:
-        for name in s3_env(s3_endpoint):
-            os.environ.pop(name)
-    assert isinstance(opened, S3Store)
-    assert opened.uri == "s3://b/p"
+def test_open_store_picks_the_s3_store_for_an_s3_uri(tmp_path: Path) -> None:
+    assert parse_cache_uri("s3://bucket/a/b/").key == "a/b"
+    assert parse_cache_uri("s3://bucket").key == ""
+    with pytest.raises(EngineCacheError, match=r"^engine_cache.uri: 's3:///nobucket' has no host"):
+        open_store("s3:///nobucket", tmp_path)
+    opened = open_s3("s3://b/p/", tmp_path)
+    assert (opened.bucket, opened.prefix, opened.uri) == ("b", "p", "s3://b/p")
 
 
 def test_put_uploads_files_then_manifest_and_get_downloads_verified_copy(
@@ -217,9 +232,9 @@ def test_failed_slow_build_releases_the_renewed_lock(store: S3Store) -> None:
     assert store.read_lock(KEY) is None
 
 
-def s3_contender(uri: str, env: dict[str, str], local: str, result: str, start: Any) -> None:
-    """One replica against the S3 store: fetch or build, record the bytes it got."""
-    store = S3Store.from_env(uri, Path(local), env)
+def s3_contender(uri: str, local: str, result: str, start: Any) -> None:
+    """One replica against the S3 store (boto3 configured by the inherited environment)."""
+    store = open_s3(uri, Path(local))
 
     def build(out: Path) -> None:
         time.sleep(1.0)
@@ -240,14 +255,14 @@ def s3_contender(uri: str, env: dict[str, str], local: str, result: str, start: 
 
 
 def test_processes_sharing_a_bucket_build_once_and_get_the_same_bytes(
-    bucket_uri: str, s3_endpoint: str, tmp_path: Path
+    bucket_uri: str, tmp_path: Path
 ) -> None:
     start = SPAWN.Event()
     results = [tmp_path / f"r{i}.json" for i in range(3)]
     workers = [
         SPAWN.Process(
             target=s3_contender,
-            args=(bucket_uri, s3_env(s3_endpoint), str(tmp_path / f"pod{i}"), str(r), start),
+            args=(bucket_uri, str(tmp_path / f"pod{i}"), str(r), start),
         )
         for i, r in enumerate(results)
     ]

@@ -13,7 +13,7 @@ from ortkube.runtime.engine.environment import (
     parse_nvidia_smi,
 )
 from ortkube.runtime.engine.events import format_event
-from ortkube.runtime.engine.store import LockLease
+from ortkube.runtime.engine.lease import LockLease
 
 
 def test_nvidia_smi_csv_is_parsed_per_gpu() -> None:

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestServer
 
 from ortkube.runtime.config import ModelSourceConfig
 from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
-from ortkube.runtime.source import fetch_model, parse_model_uri
+from ortkube.runtime.source import fetch_model, model_location
 
 MODEL_BYTES = b"not really onnx, but bytes are bytes" * 1000
 DIGEST = hashlib.sha256(MODEL_BYTES).hexdigest()
@@ -62,7 +62,7 @@ def config(uri: str, cache: Path, **extra: object) -> ModelSourceConfig:
 )
 def test_unsupported_uris_name_the_field(uri: str, message: str) -> None:
     with pytest.raises(ModelSourceError, match=message) as error:
-        parse_model_uri(uri)
+        model_location(uri)
     assert str(error.value).startswith("model.uri")
 
 

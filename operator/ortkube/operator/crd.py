@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from ortkube.operator import api
+from ortkube.operator.reference import render_reference
 
 CRD_PATH = Path("crds/ortmodel.yaml")
 # Helm installs CRDs from the chart's crds/; a test keeps the two files identical.
@@ -212,10 +213,8 @@ def main(argv: list[str], prog: str = "ortkube crd") -> int:
     )
     args = parser.parse_args(argv)
     if args.reference:
-        from ortkube.operator.reference import render_reference
-
         Path(args.reference).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.reference).write_text(render_reference())
+        Path(args.reference).write_text(render_reference(render_crd()))
         print(f"wrote {args.reference}", file=sys.stderr)
         if not args.write:
             return 0

@@ -1,12 +1,15 @@
-"""docs/crd-reference.md, generated from the CRD schema so field docs never drift from the code."""
+"""docs/crd-reference.md, generated from the CRD schema so field docs never drift from the code.
+
+Pure: it reads the CRD ``crd.render_crd()`` returns (``crd`` imports this module, not back).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ortkube.operator import api
-from ortkube.operator.crd import render_crd
 
 REFERENCE_PATH = Path("docs/crd-reference.md")
 
@@ -103,9 +106,9 @@ def _walk(path: str, node: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render_reference() -> str:
-    """The whole reference page as Markdown."""
-    root = render_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+def render_reference(crd: Mapping[str, Any]) -> str:
+    """The whole reference page for ``crd`` (the OrtModel CRD) as Markdown."""
+    root = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     spec = root["properties"]["spec"]
     status = root["properties"]["status"]
     return "\n".join([INTRO, *_walk("spec", spec), *_walk("status", status)]).rstrip() + "\n"

@@ -15,19 +15,18 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import aiohttp
 
 from ortkube.runtime.config import ModelSourceConfig
 from ortkube.runtime.download import PartialDownload
 from ortkube.runtime.errors import ModelDownloadError, ModelSourceError
+from ortkube.runtime.hashing import CHUNK_BYTES, file_sha256
+from ortkube.runtime.model_s3 import download_s3_model
+from ortkube.runtime.retry import RetryPolicy, retryable_status, retrying
+from ortkube.runtime.uris import InvalidUri, Location, parse_model_uri
 
 log = logging.getLogger("ortkube.runtime.source")
-
-_CHUNK = 1 << 20
-# Client errors other than these mean retrying cannot help.
-_RETRYABLE_4XX = {408, 425, 429}
 
 
 @dataclass(frozen=True)
@@ -40,30 +39,12 @@ class FetchedModel:
     downloaded: bool
 
 
-@dataclass(frozen=True)
-class ModelLocation:
-    """Where a model URI points: a local file or a remote URL."""
-
-    scheme: str
-    target: str
-
-
-def parse_model_uri(uri: str) -> ModelLocation:
-    """Classify a model URI; unsupported schemes raise ModelSourceError naming the field."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file"):
-        path = unquote(parsed.path) if parsed.scheme == "file" else uri
-        if not path:
-            raise ModelSourceError("model.uri: empty path")
-        return ModelLocation("file", path)
-    if parsed.scheme in ("http", "https", "s3"):
-        if not parsed.netloc:
-            raise ModelSourceError(f"model.uri: {uri!r} has no host")
-        return ModelLocation(parsed.scheme, uri)
-    raise ModelSourceError(
-        f"model.uri: unsupported scheme {parsed.scheme!r} in {uri!r}; "
-        "use a path, file://, http://, https:// or s3://"
-    )
+def model_location(uri: str) -> Location:
+    """Where ``model.uri`` points; ``ModelSourceError`` naming the field if it cannot be used."""
+    try:
+        return parse_model_uri(uri)
+    except InvalidUri as error:
+        raise ModelSourceError(str(error)) from error
 
 
 def http_headers(env: Mapping[str, str]) -> dict[str, str]:
@@ -81,15 +62,6 @@ def digest_path(cache_dir: Path, digest: str) -> Path:
 def uri_index_path(cache_dir: Path, uri: str) -> Path:
     """Where the digest that ``uri`` last served is remembered."""
     return cache_dir / "urls" / f"{hashlib.sha256(uri.encode()).hexdigest()}.json"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verify(digest: str, expected: str | None, where: str) -> None:
@@ -126,49 +98,39 @@ async def _download_once(
                 response.request_info, (), status=response.status, message=response.reason or ""
             )
         with PartialDownload(cache_dir / "sha256", url, response.content_length) as part:
-            async for chunk in response.content.iter_chunked(_CHUNK):
+            async for chunk in response.content.iter_chunked(CHUNK_BYTES):
                 part.add(chunk)
             try:
                 return part.finish()
             except ValueError as error:
-                raise ModelSourceError(f"model.uri: {url}: {error}") from error
+                raise ModelDownloadError(f"model.uri: {url}: {error}") from error
 
 
-def _retryable(error: BaseException) -> bool:
+def _retryable(error: Exception) -> bool:
     if isinstance(error, aiohttp.ClientResponseError):
-        return error.status >= 500 or error.status in _RETRYABLE_4XX
-    return isinstance(error, aiohttp.ClientError | asyncio.TimeoutError | ModelSourceError)
+        return retryable_status(error.status)
+    return isinstance(error, aiohttp.ClientError | TimeoutError | ModelDownloadError)
 
 
-async def _download(config: ModelSourceConfig, cache_dir: Path) -> FetchedModel:
+async def _download(config: ModelSourceConfig, cache_dir: Path, retry: RetryPolicy) -> FetchedModel:
     timeout = aiohttp.ClientTimeout(total=config.download_timeout_s, sock_connect=30)
-    last_error: BaseException | None = None
-    headers = http_headers(os.environ)
-    async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
-        for attempt in range(config.download_retries + 1):
-            if attempt:
-                delay = min(2.0**attempt, 30.0)
-                log.warning(
-                    "event=model_download_retry url=%s attempt=%d delay_s=%.1f error=%r",
-                    config.uri,
-                    attempt,
-                    delay,
-                    str(last_error),
-                )
-                await asyncio.sleep(delay)
-            try:
-                temp, digest = await _download_once(session, config.uri, cache_dir)
-            except (TimeoutError, aiohttp.ClientError, ModelSourceError) as error:
-                last_error = error
-                if not _retryable(error):
-                    break
-                continue
-            return _keep(config, cache_dir, temp, digest)
-    error_type = ModelDownloadError if last_error and _retryable(last_error) else ModelSourceError
-    raise error_type(
-        f"model.uri: could not download {config.uri} after {config.download_retries + 1} "
-        f"attempt(s): {last_error}"
-    )
+    attempts = 0
+
+    async def attempt() -> tuple[Path, str]:
+        nonlocal attempts
+        attempts += 1
+        return await _download_once(session, config.uri, cache_dir)
+
+    async with aiohttp.ClientSession(timeout=timeout, headers=http_headers(os.environ)) as session:
+        try:
+            temp, digest = await retrying(retry, attempt, _retryable, config.uri)
+        except (TimeoutError, aiohttp.ClientError, ModelSourceError) as error:
+            kind = ModelDownloadError if _retryable(error) else ModelSourceError
+            raise kind(
+                f"model.uri: could not download {config.uri} after {attempts} attempt(s): "
+                f"{error or type(error).__name__}"
+            ) from error
+    return _keep(config, cache_dir, temp, digest)
 
 
 def _keep(config: ModelSourceConfig, cache_dir: Path, temp: Path, digest: str) -> FetchedModel:
@@ -188,9 +150,9 @@ def _keep(config: ModelSourceConfig, cache_dir: Path, temp: Path, digest: str) -
 
 async def fetch_model(config: ModelSourceConfig) -> FetchedModel:
     """Return the model as a local file, downloading and verifying it if needed."""
-    location = parse_model_uri(config.uri)
+    location = model_location(config.uri)
     if location.scheme == "file":
-        path = Path(location.target)
+        path = Path(location.path)
         if not path.is_file():
             raise ModelSourceError(f"model.uri: {path} does not exist or is not a file")
         digest = await asyncio.to_thread(file_sha256, path)
@@ -202,11 +164,10 @@ async def fetch_model(config: ModelSourceConfig) -> FetchedModel:
         log.info("event=model_cache_hit uri=%s sha256=%s", config.uri, cached.sha256)
         return cached
     log.info("event=model_download_start uri=%s", config.uri)
+    retry = RetryPolicy.with_retries(config.download_retries)
     if location.scheme == "s3":
-        # Imported here: it pulls in boto3 and the engine package (which imports this module).
-        from ortkube.runtime.model_s3 import download_s3_model
-
-        # boto3 retries transient errors itself (standard mode, 5 attempts).
-        temp, digest = await asyncio.to_thread(download_s3_model, config.uri, cache_dir / "sha256")
+        temp, digest = await asyncio.to_thread(
+            download_s3_model, location, cache_dir / "sha256", retry
+        )
         return _keep(config, cache_dir, temp, digest)
-    return await _download(config, cache_dir)
+    return await _download(config, cache_dir, retry)

@@ -31,8 +31,8 @@ from ortkube.runtime.engine.files import (
     remove_tree,
     replace_atomic,
 )
+from ortkube.runtime.engine.lease import LockLease, check_key, new_lease
 from ortkube.runtime.engine.manifest import MANIFEST_NAME, EngineManifest, verify_files
-from ortkube.runtime.engine.store import LockLease, check_key, new_lease
 
 _STAGING_MAX_AGE_S = 24 * 3600.0
 

@@ -23,6 +23,7 @@ from ortkube.runtime.engine.errors import (
 )
 from ortkube.runtime.engine.events import emit
 from ortkube.runtime.engine.files import copy_entry, remove_tree
+from ortkube.runtime.engine.lease import default_owner
 from ortkube.runtime.engine.lock import LockHeartbeat
 from ortkube.runtime.engine.manifest import (
     MANIFEST_NAME,
@@ -30,7 +31,7 @@ from ortkube.runtime.engine.manifest import (
     make_manifest,
     verify_files,
 )
-from ortkube.runtime.engine.store import EngineStore, default_owner
+from ortkube.runtime.engine.store import EngineStore
 
 BuildFn = Callable[[Path], None]
 

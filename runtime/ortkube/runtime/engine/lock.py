@@ -8,7 +8,8 @@ from types import TracebackType
 
 from ortkube.runtime.engine.errors import EngineError, EngineLockLost
 from ortkube.runtime.engine.events import emit
-from ortkube.runtime.engine.store import EngineStore, LockLease
+from ortkube.runtime.engine.lease import LockLease
+from ortkube.runtime.engine.store import EngineStore
 
 
 class LockHeartbeat:

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ortkube.runtime.engine.environment import EngineEnvironment
-from ortkube.runtime.source import file_sha256
+from ortkube.runtime.hashing import file_sha256
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1

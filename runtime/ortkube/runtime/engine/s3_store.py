@@ -21,31 +21,35 @@ import logging
 import os
 import tempfile
 import uuid
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ortkube.runtime.engine.errors import EngineCacheError, EngineLockLost
 from ortkube.runtime.engine.events import emit
 from ortkube.runtime.engine.files import fsync_dir, remove_tree, write_durable
+from ortkube.runtime.engine.lease import LockLease, check_key, new_lease
 from ortkube.runtime.engine.manifest import (
     MANIFEST_NAME,
     EngineManifest,
     safe_relative_path,
     verify_files,
 )
-from ortkube.runtime.engine.s3_client import (
+from ortkube.runtime.hashing import file_sha256
+from ortkube.runtime.retry import RetryPolicy
+from ortkube.runtime.s3_client import (
     CONFLICT_CODES,
     MISSING_CODES,
     NOT_IMPLEMENTED_CODES,
     error_code,
     is_error,
-    parse_s3_uri,
-    s3_client_from_env,
+    s3_client,
 )
-from ortkube.runtime.engine.store import LockLease, check_key, new_lease
-from ortkube.runtime.source import file_sha256
+from ortkube.runtime.uris import Location
 
+# S3 calls of the cache: botocore's standard retry mode, this many attempts in all.
+STORE_RETRY = RetryPolicy(attempts=5)
 _PUT_ID = "put-id"
 
 
@@ -53,24 +57,16 @@ class S3Store:
     """Entries and locks in an S3 bucket; ``get`` downloads into ``local_root/<key>``."""
 
     def __init__(self, bucket: str, prefix: str, client: Any, local_root: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.client = client
         self.local_root = Path(local_root)
-        self._client_errors: tuple[type[Exception], ...] = (ClientError,)
-        self._transport_errors: tuple[type[Exception], ...] = (BotoCoreError,)
 
     @classmethod
-    def from_env(
-        cls, uri: str, local_root: Path | None = None, env: Mapping[str, str] | None = None
-    ) -> S3Store:
-        """Build from ``s3://bucket/prefix`` and the environment (``s3_client_from_env``)."""
-        bucket, prefix = parse_s3_uri(uri)
-        client, _ = s3_client_from_env(os.environ if env is None else env)
+    def open(cls, location: Location, local_root: Path | None = None) -> S3Store:
+        """The store at ``s3://bucket/prefix``, with boto3's client from the environment."""
         root = local_root or Path(tempfile.gettempdir()) / "ortkube-engines"
-        return cls(bucket, prefix, client, root)
+        return cls(location.bucket, location.key, s3_client(STORE_RETRY), root)
 
     @property
     def uri(self) -> str:
@@ -97,7 +93,7 @@ class S3Store:
     def _head_manifest(self, key: str) -> bool:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._manifest_key(key))
-        except self._client_errors as error:
+        except ClientError as error:
             if is_error(error, MISSING_CODES):
                 return False
             raise self._fail(f"head {key}", error) from error
@@ -119,7 +115,7 @@ class S3Store:
                 Metadata={_PUT_ID: put_id},
                 IfNoneMatch="*",
             )
-        except self._client_errors as error:
+        except ClientError as error:
             self._delete_prefix(self._key("entries", key, "blobs", put_id) + "/")
             if is_error(error, CONFLICT_CODES):
                 emit("engine_put_superseded", key=key, store=self.uri, reason="lost the race")
@@ -152,7 +148,7 @@ class S3Store:
             return cached
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._manifest_key(key))
-        except self._client_errors as error:
+        except ClientError as error:
             if is_error(error, MISSING_CODES):
                 return None
             raise self._fail(f"get {key}", error) from error
@@ -191,7 +187,7 @@ class S3Store:
                     self.client.download_file(
                         self.bucket, self._blob_key(key, put_id, entry.path), str(target)
                     )
-                except self._client_errors as error:
+                except ClientError as error:
                     if is_error(error, MISSING_CODES):
                         return self._corrupt(key, etag, put_id, f"missing file {entry.path}")
                     raise self._fail(f"download {key}/{entry.path}", error) from error
@@ -218,7 +214,7 @@ class S3Store:
         try:
             # Only the manifest we read: a good entry committed since then stays.
             self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key), IfMatch=etag)
-        except self._client_errors as error:
+        except ClientError as error:
             emit("engine_entry_corrupt_kept", key=key, reason=error_code(error))
             return None
         if put_id:
@@ -234,7 +230,7 @@ class S3Store:
                     self.client.delete_objects(
                         Bucket=self.bucket, Delete={"Objects": objects, "Quiet": True}
                     )
-        except (*self._client_errors, *self._transport_errors) as error:
+        except (ClientError, BotoCoreError) as error:
             emit("engine_cleanup_failed", level=logging.WARNING, prefix=prefix, reason=str(error))
 
     def list(self) -> builtins.list[EngineManifest]:
@@ -255,7 +251,7 @@ class S3Store:
                     body = self.client.get_object(Bucket=self.bucket, Key=self._manifest_key(key))[
                         "Body"
                     ].read()
-                except self._client_errors as error:
+                except ClientError as error:
                     if is_error(error, MISSING_CODES):
                         continue
                     raise
@@ -263,7 +259,7 @@ class S3Store:
                     manifests.append(EngineManifest.model_validate_json(body))
                 except ValueError:
                     continue
-        except self._client_errors as error:
+        except ClientError as error:
             raise self._fail("list", error) from error
         return manifests
 
@@ -271,7 +267,7 @@ class S3Store:
         """Delete the manifest first (the entry disappears at once), then its files."""
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._manifest_key(key))
-        except self._client_errors as error:
+        except ClientError as error:
             if not is_error(error, MISSING_CODES):
                 raise self._fail(f"delete {key}", error) from error
         self._delete_prefix(self._key("entries", check_key(key)) + "/")
@@ -283,7 +279,7 @@ class S3Store:
         """The lock record with its ETag as the lease version."""
         try:
             answer = self.client.get_object(Bucket=self.bucket, Key=self._lock_key(key))
-        except self._client_errors as error:
+        except ClientError as error:
             if is_error(error, MISSING_CODES):
                 return None
             raise self._fail(f"read lock {key}", error) from error
@@ -298,7 +294,7 @@ class S3Store:
                 ContentType="application/json",
                 **condition,
             )
-        except self._client_errors as error:
+        except ClientError as error:
             if is_error(error, CONFLICT_CODES | MISSING_CODES):
                 return None
             if is_error(error, NOT_IMPLEMENTED_CODES):
@@ -358,6 +354,6 @@ class S3Store:
             self.client.delete_object(
                 Bucket=self.bucket, Key=self._lock_key(lease.key), IfMatch=lease.version
             )
-        except self._client_errors as error:
+        except ClientError as error:
             if not is_error(error, CONFLICT_CODES | MISSING_CODES):
                 raise self._fail(f"release lock {lease.key}", error) from error
