@@ -77,6 +77,27 @@ class ServeProcess:
         except urllib.error.HTTPError as error:
             return error.code, json.loads(error.read())
 
+    def post_json(self, path: str, document: Any) -> tuple[int, Any]:
+        """POST a JSON document to ``path`` and decode the JSON answer (any status)."""
+        request = urllib.request.Request(
+            self.base_url + path,
+            data=json.dumps(document).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def get_text(self, path: str) -> str:
+        """GET ``path`` and return the body as text (any status)."""
+        try:
+            with urllib.request.urlopen(self.base_url + path, timeout=5) as response:
+                return str(response.read().decode())
+        except urllib.error.HTTPError as error:
+            return str(error.read().decode())
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until ``/v2/health/ready`` answers 200; fail with the log if it never does."""
         deadline = time.monotonic() + timeout

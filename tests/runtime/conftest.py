@@ -41,11 +41,17 @@ def start_server(module_dir: Path) -> Iterator[StartServer]:
         assert code == 0, f"server exited {code}:\n{server.log()}"
 
 
-@pytest.fixture(scope="module")
-def two_io_server(start_server: StartServer) -> ServeProcess:
-    return start_server(onnx_models.two_in_two_out(), name="two_io")
+# Every test on these servers runs twice: on one process (the default on this machine) and
+# on two front-end workers with one engine process, which must answer the same.
+TOPOLOGIES = [{"workers": 1}, {"workers": 2}]
+TOPOLOGY_IDS = ["one-process", "two-workers"]
 
 
-@pytest.fixture(scope="module")
-def all_types_server(start_server: StartServer) -> ServeProcess:
-    return start_server(onnx_models.all_types(), name="all_types")
+@pytest.fixture(scope="module", params=TOPOLOGIES, ids=TOPOLOGY_IDS)
+def two_io_server(start_server: StartServer, request: pytest.FixtureRequest) -> ServeProcess:
+    return start_server(onnx_models.two_in_two_out(), name="two_io", server=request.param)
+
+
+@pytest.fixture(scope="module", params=TOPOLOGIES, ids=TOPOLOGY_IDS)
+def all_types_server(start_server: StartServer, request: pytest.FixtureRequest) -> ServeProcess:
+    return start_server(onnx_models.all_types(), name="all_types", server=request.param)

@@ -8,7 +8,9 @@ import signal
 
 import aiohttp
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from ortkube.runtime.providers import CPU
 from tests import onnx_models
@@ -173,3 +175,38 @@ def test_cuda_graphs_asked_on_cpu_are_ignored_with_a_reason(start_server: StartS
         "event=cuda_graph_ignored reason='runs on CPUExecutionProvider, not a GPU'" in server.log()
     )
     assert server.get_json("/ortkube/status")[1]["phase"] == "Ready"
+
+
+def pairs_model() -> onnx.ModelProto:
+    """``y = reshape(x, [2, -1])``: the metadata's guess (n = 1) cannot run, n = 4 can."""
+    shape = numpy_helper.from_array(np.array([2, -1], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+        "pairs",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "m"])],
+        initializer=[shape],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+
+
+def test_guessed_warmup_that_fails_is_reported_and_the_model_serves(
+    start_server: StartServer,
+) -> None:
+    server = start_server(pairs_model(), name="pairs", wait=False)
+    status = server.wait_phase("Ready")
+    assert status["warmup"]["guessed"] is True
+    assert "guessed warm-up failed" in status["warmup"]["failed"]
+    assert "guessed warm-up failed" in status["message"]
+    assert "event=warmup_guess_failed model=pairs" in server.log()
+    request = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": [1, 2, 3, 4]}]}
+    code, body = server.post_json("/v2/models/pairs/infer", request)
+    assert code == 200, body
+    assert body["outputs"][0]["shape"] == [2, 2]
+
+
+def test_declared_warmup_shape_that_fails_fails_the_model(start_server: StartServer) -> None:
+    server = start_server(pairs_model(), name="pairs", wait=False, warmup={"shapes": [{"x": [1]}]})
+    status = server.wait_phase("Failed")
+    assert status["warmup"]["guessed"] is False
+    assert server.get_json("/v2/health/ready")[0] == 503

@@ -174,18 +174,24 @@ class WarmupConfig(StrictModel):
 class BatchingConfig(StrictModel):
     """Dynamic batching: gather concurrent requests into one run."""
 
-    enabled: bool = Field(default=False, description="Turn dynamic batching on.")
-    max_batch_size: int = Field(
-        default=8,
+    enabled: bool | None = Field(
+        default=None,
+        description="Turn dynamic batching on or off. Unset: on where the model runs on a GPU "
+        "(TensorRT or CUDA), off on CPU, where merged runs measured no faster per row.",
+    )
+    max_batch_size: int | None = Field(
+        default=None,
         ge=1,
         description="Largest batch formed, in rows of the first (batch) dimension, as in "
-        "Triton; a request already larger runs alone.",
+        "Triton; a request already larger runs alone. Unset: the largest batch dimension of "
+        "the declared profiles, else 64 on a GPU and 8 on CPU.",
     )
     max_queue_delay_ms: float = Field(
         default=0.0,
         ge=0,
         description="How long the oldest queued request waits for companions. 0: batches "
-        "form only from requests that queued while the runners were busy.",
+        "form only from requests that queued while the runners were busy, so a lone request "
+        "runs at once.",
     )
 
 
@@ -207,6 +213,23 @@ class ServerConfig(StrictModel):
     )
     shutdown_grace_s: float = Field(
         default=30.0, ge=0, description="How long SIGTERM waits for in-flight requests."
+    )
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes parsing HTTP and encoding answers, sharing the port. "
+        "0: automatic (on a GPU half the cores, at most 8; on CPU 1 up to 4 cores, where one "
+        "process measured best, else a quarter of the cores, at most 4). 1 with instances 1 "
+        "serves from one process, without an engine process.",
+    )
+    instances: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Engine processes per GPU (on CPU: in all), each with its own sessions "
+        "and copy of the weights, as Triton's instance-group count; more trades memory for "
+        "speed where one engine cannot keep a GPU busy.",
     )
 
 

@@ -1,15 +1,33 @@
 """Prometheus metrics, named after Triton's where a Triton metric means the same thing.
 
 Each server owns its registry (not the process-global one) so several servers can live in one
-process, as they do in tests.
+process, as they do in tests. With several processes (front-end workers and engines) the
+supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before starting them: prometheus-client then keeps
+every value in a per-process file and any worker's ``/metrics`` sums them (counters and
+histograms summed, live gauges of dead processes dropped).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Decided at import, as prometheus-client decides how it stores values.
+MULTIPROCESS = bool(os.environ.get(MULTIPROCESS_DIR_ENV))
+METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # Buckets from 0.5 ms to 60 s: GPU inference is sub-millisecond, a TensorRT build is minutes.
 _LATENCY_BUCKETS = (
@@ -33,7 +51,10 @@ class RuntimeMetrics:
     model_load_seconds: Gauge
     warmup_seconds: Gauge
     model_ready: Gauge
-    provider: Info
+    # An Info in one process; a Gauge of value 1 with the same labels across processes
+    # (multiprocess mode has no Info).
+    provider: Info | Gauge
+    shm_slots_in_use: Gauge
 
 
 @dataclass(frozen=True)
@@ -128,29 +149,76 @@ def create_metrics() -> RuntimeMetrics:
             "Inference requests received and not yet answered.",
             model,
             registry=registry,
+            multiprocess_mode="livesum",
         ),
         model_load_seconds=Gauge(
             "ortkube_model_load_seconds",
             "Seconds to fetch the model and create its session(s).",
             model,
             registry=registry,
+            multiprocess_mode="livemax",
         ),
         warmup_seconds=Gauge(
             "ortkube_model_warmup_seconds",
             "Seconds spent in warm-up runs.",
             model,
             registry=registry,
+            multiprocess_mode="livemax",
         ),
         model_ready=Gauge(
             "ortkube_model_ready",
             "1 when the model is ready to serve, else 0.",
             model,
             registry=registry,
+            multiprocess_mode="livemin",
         ),
-        provider=Info(
-            "ortkube_execution_provider",
-            "The execution provider that runs the model, and the dropped ones with reasons.",
-            model,
+        provider=_provider_metric(registry, model),
+        shm_slots_in_use=Gauge(
+            "ortkube_shm_slots_in_use",
+            "Shared-memory tensor slots held by requests in flight between processes.",
+            ("role",),
             registry=registry,
+            multiprocess_mode="livesum",
         ),
     )
+
+
+_PROVIDER_HELP = "The execution provider that runs the model, and the dropped ones with reasons."
+
+
+def _provider_metric(registry: CollectorRegistry, model: tuple[str, str]) -> Info | Gauge:
+    if not MULTIPROCESS:
+        return Info("ortkube_execution_provider", _PROVIDER_HELP, model, registry=registry)
+    labels = (*model, "provider", "providers", "dropped")
+    return Gauge(
+        "ortkube_execution_provider_info",
+        _PROVIDER_HELP,
+        labels,
+        registry=registry,
+        multiprocess_mode="livemax",
+    )
+
+
+def set_provider_info(
+    metrics: RuntimeMetrics, labels: dict[str, str], info: dict[str, str]
+) -> None:
+    """Record the provider that runs the model, as an Info or its multiprocess stand-in."""
+    if isinstance(metrics.provider, Info):
+        metrics.provider.labels(**labels).info(info)
+    else:
+        metrics.provider.labels(**labels, **info).set(1)
+
+
+def exposition(metrics: RuntimeMetrics) -> bytes:
+    """The Prometheus text of this server: this process's registry, or every process's files."""
+    if not MULTIPROCESS:
+        return generate_latest(metrics.registry)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a dead process's live gauges (its counters stay in the sums)."""
+    if MULTIPROCESS:
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

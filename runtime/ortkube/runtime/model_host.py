@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,15 +17,24 @@ import numpy as np
 
 from ortkube.runtime.batching import DynamicBatcher, batchable
 from ortkube.runtime.config import RuntimeConfig
-from ortkube.runtime.contract import Phase
+from ortkube.runtime.contract import Phase, RuntimeStatus
 from ortkube.runtime.errors import ModelNotReady
-from ortkube.runtime.metrics import ModelRequestMetrics, RuntimeMetrics, bind_request_metrics
+from ortkube.runtime.metrics import (
+    ModelRequestMetrics,
+    RuntimeMetrics,
+    bind_request_metrics,
+    exposition,
+    set_provider_info,
+)
 from ortkube.runtime.protocol import InferRequest, RequestedOutput
-from ortkube.runtime.runner import RunResult
+from ortkube.runtime.providers import GPU_PROVIDERS
+from ortkube.runtime.runner import Feeds, RunResult
 from ortkube.runtime.sessions import LoadedModel, create_sessions, route_request
 from ortkube.runtime.shapes import check_inputs, select_outputs
+from ortkube.runtime.signature import ModelSignature
 from ortkube.runtime.source import fetch_model
-from ortkube.runtime.warmup import warmup_feeds
+from ortkube.runtime.topology import default_max_batch
+from ortkube.runtime.warmup import warmup_feeds, warmup_is_guessed
 
 log = logging.getLogger("ortkube.runtime.model")
 
@@ -38,6 +48,8 @@ class InferOutcome:
     batch_size: int
     # onnxruntime runs this request accounts for: 0 when it rode in another's batch.
     executions: int = 1
+    # Called once the response is written (frees shared-memory slots the outputs view).
+    release: Callable[[], None] | None = None
 
 
 def _batch_size(request: InferRequest) -> int:
@@ -57,6 +69,10 @@ class ModelHost:
     timings: dict[str, float] = field(default_factory=dict)
     request_metrics: ModelRequestMetrics = field(init=False)
     batcher: DynamicBatcher | None = None
+    # Told every phase change (an engine process posts it on the readiness board).
+    on_phase: Callable[[Phase], None] | None = None
+    # Why a warm-up on shapes guessed from metadata failed (the model serves anyway).
+    warmup_failure: str | None = None
 
     def __post_init__(self) -> None:
         self.request_metrics = bind_request_metrics(
@@ -75,6 +91,8 @@ class ModelHost:
         self.phase, self.message = phase, message
         self.metrics.model_ready.labels(**self._labels()).set(1 if phase is Phase.READY else 0)
         log.info("event=phase model=%s phase=%s message=%r", self.config.name, phase, message)
+        if self.on_phase is not None:
+            self.on_phase(phase)
 
     async def load(self) -> None:
         """Fetch, build sessions and warm up; failures leave the host in phase Failed."""
@@ -97,14 +115,16 @@ class ModelHost:
             self.metrics.warmup_seconds.labels(**self._labels()).set(self.timings["warmup_seconds"])
             self.loaded = loaded
             self._start_batching(loaded)
-            self.metrics.provider.labels(**self._labels()).info(
+            set_provider_info(
+                self.metrics,
+                self._labels(),
                 {
                     "provider": loaded.plan.active,
                     "providers": ",".join(loaded.plan.usable),
                     "dropped": ";".join(f"{k}: {v}" for k, v in loaded.plan.dropped.items()),
-                }
+                },
             )
-            self._set_phase(Phase.READY)
+            self._set_phase(Phase.READY, self.warmup_failure or "")
         except asyncio.CancelledError:
             raise
         except Exception as error:  # any failure to load is reported, not raised: see docstring
@@ -112,6 +132,21 @@ class ModelHost:
             self._set_phase(Phase.FAILED, f"{type(error).__name__}: {error}")
 
     def _warm_up(self, loaded: LoadedModel) -> None:
+        """Run the warm-up shapes; declared ones must pass, guessed ones may fail (logged)."""
+        try:
+            self._run_warmup(loaded)
+        except Exception as error:
+            if not warmup_is_guessed(self.config.profiles, self.config.warmup):
+                raise
+            self.warmup_failure = (
+                "guessed warm-up failed (shapes from the model's metadata, dynamic dims set "
+                f"to 1; declare warmup.shapes or profiles): {type(error).__name__}: {error}"
+            )
+            log.warning(
+                "event=warmup_guess_failed model=%s reason=%r", self.config.name, str(error)
+            )
+
+    def _run_warmup(self, loaded: LoadedModel) -> None:
         feeds_list = warmup_feeds(loaded.signature, self.config.profiles, self.config.warmup)
         names = [spec.name for spec in loaded.signature.outputs]
         for feeds in feeds_list:
@@ -128,6 +163,23 @@ class ModelHost:
                 time.perf_counter() - started,
             )
 
+    def liveness(self) -> str | None:
+        """Always live while the process answers (a load failure shows in readiness)."""
+        return None
+
+    def describe(self) -> tuple[ModelSignature, str]:
+        """The signature and the active provider of the loaded model."""
+        loaded = self.require_loaded()
+        return loaded.signature, loaded.plan.active
+
+    def metrics_text(self) -> bytes:
+        """This process's metrics in Prometheus text format."""
+        return exposition(self.metrics)
+
+    async def status(self) -> dict[str, Any]:
+        """The status document (the routes' asynchronous form)."""
+        return self.status_document()
+
     def require_loaded(self) -> LoadedModel:
         """The loaded model, or ModelNotReady naming the phase."""
         if self.loaded is None or self.phase is not Phase.READY:
@@ -142,55 +194,74 @@ class ModelHost:
         wanted: list[RequestedOutput] = select_outputs(
             loaded.signature, request.outputs, request.binary_output_default
         )
-        runner = route_request(
-            self.config, loaded, {name: array.shape for name, array in request.inputs.items()}
-        )
         names = [output.name for output in wanted]
-        executions = 1
-        if self.batcher is not None:
-            batched = await self.batcher.submit(request.inputs, names, runner)
-            result, executions = batched.run, int(batched.leader)
-        else:
-            result = await runner.run(request.inputs, names)
+        result, executions = await self.execute(request.inputs, names)
         outputs = [
             (output.name, array, output.binary)
             for output, array in zip(wanted, result.outputs, strict=True)
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
+    async def execute(self, feeds: Feeds, output_names: Sequence[str]) -> tuple[RunResult, int]:
+        """Route validated inputs to their session and run them (batched when on); returns
+        the run and the executions this request accounts for."""
+        loaded = self.require_loaded()
+        runner = route_request(
+            self.config, loaded, {name: array.shape for name, array in feeds.items()}
+        )
+        if self.batcher is None:
+            return await runner.run(feeds, output_names), 1
+        batched = await self.batcher.submit(feeds, output_names, runner)
+        return batched.run, int(batched.leader)
+
     def _start_batching(self, loaded: LoadedModel) -> None:
         batching = self.config.batching
-        if not batching.enabled:
+        on_gpu = loaded.plan.active in GPU_PROVIDERS
+        enabled = on_gpu if batching.enabled is None else batching.enabled
+        if not enabled:
             return
         reason = batchable(loaded.signature)
         if reason is not None:
             log.warning("event=batching_ignored model=%s reason=%r", self.config.name, reason)
             return
+        max_rows = batching.max_batch_size or default_max_batch(self.config.profiles, on_gpu)
         self.batcher = DynamicBatcher(
             lambda shapes: route_request(self.config, loaded, shapes),
             workers=loaded.routes[0].runner.concurrency,
-            max_batch_size=batching.max_batch_size,
+            max_batch_size=max_rows,
             max_queue_delay_s=batching.max_queue_delay_ms / 1000,
+        )
+        log.info(
+            "event=batching model=%s max_batch_size=%d max_queue_delay_ms=%s",
+            self.config.name,
+            max_rows,
+            batching.max_queue_delay_ms,
         )
 
     def status_document(self) -> dict[str, Any]:
-        """What ``/ortkube/status`` reports to the operator."""
-        document: dict[str, Any] = {
-            "name": self.config.name,
-            "version": self.config.version,
-            "phase": str(self.phase),
-            "message": self.message,
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-        }
+        """What ``/ortkube/status`` reports to the operator (a ``RuntimeStatus``, plus the
+        warm-up outcome)."""
+        status = RuntimeStatus(
+            name=self.config.name,
+            version=self.config.version,
+            phase=self.phase,
+            message=self.message,
+            timings={k: round(v, 3) for k, v in self.timings.items()},
+        )
         if self.loaded is not None:
-            document.update(
-                provider=self.loaded.plan.active,
-                providers=list(self.loaded.plan.usable),
-                providers_dropped=dict(self.loaded.plan.dropped),
-                model_sha256=self.loaded.model_sha256,
-                engine_cache_key=",".join(self.loaded.engine_cache_keys) or None,
-                engine_cache_keys=self.loaded.engine_cache_keys,
+            status = status.model_copy(
+                update={
+                    "provider": self.loaded.plan.active,
+                    "providers": list(self.loaded.plan.usable),
+                    "providers_dropped": dict(self.loaded.plan.dropped),
+                    "model_sha256": self.loaded.model_sha256,
+                    "engine_cache_key": ",".join(self.loaded.engine_cache_keys) or None,
+                    "engine_cache_keys": self.loaded.engine_cache_keys,
+                }
             )
+        document = status.model_dump(mode="json")
+        guessed = warmup_is_guessed(self.config.profiles, self.config.warmup)
+        document["warmup"] = {"guessed": guessed, "failed": self.warmup_failure}
         return document
 
     def start_draining(self) -> None:

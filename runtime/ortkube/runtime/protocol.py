@@ -339,20 +339,37 @@ def output_datatype(array: np.ndarray[Any, Any]) -> str:
     raise ValueError(f"output dtype {array.dtype} has no v2 datatype")
 
 
-def encode_response(
+@dataclass(frozen=True)
+class ResponseParts:
+    """A response as its JSON header and the binary blobs that follow it, not yet joined."""
+
+    header: bytes
+    blobs: list[bytes | memoryview]
+
+    @property
+    def content_type(self) -> str:
+        """Binary when any blob follows the header."""
+        return BINARY_CONTENT_TYPE if self.blobs else JSON_CONTENT_TYPE
+
+    @property
+    def length(self) -> int:
+        """Bytes of the whole body."""
+        return len(self.header) + sum(len(blob) for blob in self.blobs)
+
+
+def encode_response_parts(
     model_name: str,
     model_version: str,
     request_id: str | None,
     outputs: list[tuple[str, np.ndarray[Any, Any], bool]],
-) -> EncodedResponse:
-    """Encode named output arrays; each flagged True is sent as binary tensor data."""
+) -> ResponseParts:
+    """Encode named output arrays; each flagged True becomes a binary blob (a view, no copy)."""
     entries: list[dict[str, Any]] = []
     blobs: list[bytes | memoryview] = []
     for name, array, binary in outputs:
         datatype = output_datatype(array)
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
-            # A memoryview, not tobytes(): the join below is then the only copy.
             blob: bytes | memoryview = (
                 _bytes_to_binary(array)
                 if datatype == "BYTES"
@@ -369,10 +386,22 @@ def encode_response(
     if request_id is not None:
         document["id"] = request_id
     document["outputs"] = entries
-    header = json.dumps(document, separators=(",", ":")).encode()
-    if not blobs:
-        return EncodedResponse(header, JSON_CONTENT_TYPE, None)
-    return EncodedResponse(b"".join([header, *blobs]), BINARY_CONTENT_TYPE, len(header))
+    return ResponseParts(json.dumps(document, separators=(",", ":")).encode(), blobs)
+
+
+def encode_response(
+    model_name: str,
+    model_version: str,
+    request_id: str | None,
+    outputs: list[tuple[str, np.ndarray[Any, Any], bool]],
+) -> EncodedResponse:
+    """Encode named output arrays into one body; each flagged True is sent as binary data."""
+    parts = encode_response_parts(model_name, model_version, request_id, outputs)
+    if not parts.blobs:
+        return EncodedResponse(parts.header, JSON_CONTENT_TYPE, None)
+    # The join is the only copy of the tensor bytes.
+    body = b"".join([parts.header, *parts.blobs])
+    return EncodedResponse(body, BINARY_CONTENT_TYPE, len(parts.header))
 
 
 def error_body(message: str) -> bytes:

@@ -1,5 +1,7 @@
 """``ortkube serve``: build the RuntimeConfig from a file and flags, then run the server.
 
+One process serves where that measured best (``server.workers`` 1, the default on small CPU
+nodes); otherwise a supervisor runs front-end workers and engine processes (``supervisor``).
 On SIGTERM or SIGINT the server reports not-ready, stops accepting connections, lets
 in-flight requests finish (up to ``server.shutdown_grace_s``) and exits 0.
 """
@@ -9,11 +11,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import onnxruntime as ort
 from aiohttp import web
 from pydantic import ValidationError
 
@@ -21,7 +25,10 @@ from ortkube.runtime.config import RuntimeConfig, load_config_file, merge_overri
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
+from ortkube.runtime.run_plan import event_loop_runner
 from ortkube.runtime.server import build_app
+from ortkube.runtime.supervisor import run_supervisor
+from ortkube.runtime.topology import Topology, resolve_topology, visible_gpus
 
 log = logging.getLogger("ortkube.runtime.serve")
 
@@ -40,6 +47,10 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
         "--providers", help="comma-separated execution providers in preference order"
     )
     parser.add_argument("--log-format", choices=["json", "text"], help="log line format")
+    parser.add_argument(
+        "--workers", type=int, help="front-end processes, 0: automatic (server.workers)"
+    )
+    parser.add_argument("--instances", type=int, help="engine processes per GPU (server.instances)")
     return parser.parse_args(argv)
 
 
@@ -50,7 +61,12 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
         "name": args.name,
         "version": args.model_version,
         "model": {"uri": args.model, "sha256": args.sha256},
-        "server": {"host": args.host, "port": args.port},
+        "server": {
+            "host": args.host,
+            "port": args.port,
+            "workers": args.workers,
+            "instances": args.instances,
+        },
         "providers": args.providers.split(",") if args.providers else None,
         "log_format": args.log_format,
     }
@@ -95,14 +111,13 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         log.info("event=shutdown_done model=%s", config.name)
 
 
-def _event_loop_runner() -> Any:
-    """uvloop's runner where installed (less CPU per request, which the inference threads
-    get back), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run
-    return uvloop.run
+def serving_topology(config: RuntimeConfig) -> Topology:
+    """The processes for this host: providers this onnxruntime build has, cores and GPUs."""
+    available = set(ort.get_available_providers())
+    providers = [name for name in config.providers if name in available]
+    return resolve_topology(
+        config.server, providers, os.cpu_count() or 1, visible_gpus(), config.cuda.device_id
+    )
 
 
 def main(argv: list[str], prog: str = "ortkube serve") -> int:
@@ -114,5 +129,8 @@ def main(argv: list[str], prog: str = "ortkube serve") -> int:
         print(f"{prog}: invalid configuration:\n{error}", file=sys.stderr)
         return 2
     configure_logging(config.log_format)
-    _event_loop_runner()(run_server(config))
+    topology = serving_topology(config)
+    if not topology.single_process:
+        return run_supervisor(config, topology)
+    event_loop_runner()(run_server(config))
     return 0

@@ -1,4 +1,8 @@
-"""The aiohttp application: KServe v2 routes, metrics and the status route for the operator."""
+"""The aiohttp application: KServe v2 routes, metrics and the status route for the operator.
+
+The routes serve a ``ServingBackend``: the model host itself (one process), or a front-end
+worker's view of the engine processes (``frontend``). Only HTTP is translated here.
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,64 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Protocol
 
-import onnxruntime as ort
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.errors import InvalidRequest, ModelNotFound, RuntimeServingError
-from ortkube.runtime.model_host import ModelHost
-from ortkube.runtime.protocol import HEADER_LENGTH, decode_request, encode_response, error_body
+from ortkube.runtime.metrics import METRICS_CONTENT_TYPE, ModelRequestMetrics
+from ortkube.runtime.model_host import InferOutcome
+from ortkube.runtime.protocol import (
+    HEADER_LENGTH,
+    InferRequest,
+    ResponseParts,
+    decode_request,
+    encode_response_parts,
+    error_body,
+)
+from ortkube.runtime.signature import ModelSignature
 
 log = logging.getLogger("ortkube.runtime.server")
 
-HOST_KEY = web.AppKey("host", ModelHost)
+# Binary outputs above this are written from where they lie (shared memory) instead of being
+# joined into one body first: one copy fewer; below it one write beats several.
+STREAM_MIN_BYTES = 64 << 10
+
+
+class ServingBackend(Protocol):
+    """What the routes need from whatever runs the model."""
+
+    config: RuntimeConfig
+    request_metrics: ModelRequestMetrics
+
+    @property
+    def ready(self) -> bool:
+        """Readiness: serving, and every process it depends on is up."""
+        ...
+
+    def liveness(self) -> str | None:
+        """None while live, else why not (a crashed engine)."""
+        ...
+
+    def describe(self) -> tuple[ModelSignature, str]:
+        """The model's signature and active provider, or ModelNotReady."""
+        ...
+
+    async def infer(self, request: InferRequest) -> InferOutcome:
+        """Validate and run one decoded request."""
+        ...
+
+    def metrics_text(self) -> bytes:
+        """The Prometheus exposition."""
+        ...
+
+    async def status(self) -> dict[str, Any]:
+        """The ``/ortkube/status`` document."""
+        ...
+
+
+HOST_KEY = web.AppKey("host", ServingBackend)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # ORT error classes a bad input provokes at run time (shape mismatches between inputs,
@@ -32,6 +81,16 @@ def _server_version() -> str:
         return version("ortkube")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+def _onnxruntime_version() -> str:
+    # From the package metadata: a front-end worker never imports onnxruntime itself.
+    for distribution in ("onnxruntime-gpu", "onnxruntime"):
+        try:
+            return version(distribution)
+        except PackageNotFoundError:
+            continue
+    return "unknown"
 
 
 def json_response(document: Any, status: int = 200) -> web.Response:
@@ -47,7 +106,7 @@ def _error_response(message: str, status: int) -> web.Response:
     return web.Response(body=error_body(message), status=status, content_type="application/json")
 
 
-def _is_input_error(error: Exception) -> bool:
+def is_input_error(error: Exception) -> bool:
     return type(error).__module__.startswith("onnxruntime") and (
         type(error).__name__ in _INPUT_ERRORS
     )
@@ -65,17 +124,17 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
             raise
         return _error_response(error.text or error.reason, error.status)
     except Exception as error:
-        if _is_input_error(error):
+        if is_input_error(error):
             return _error_response(f"onnxruntime rejected the input: {error}", 400)
         log.exception("event=internal_error path=%s", request.path)
         return _error_response(f"internal error: {type(error).__name__}: {error}", 500)
 
 
-def _host(request: web.Request) -> ModelHost:
+def _host(request: web.Request) -> ServingBackend:
     return request.app[HOST_KEY]
 
 
-def _check_model(request: web.Request) -> ModelHost:
+def _check_model(request: web.Request) -> ServingBackend:
     host = _host(request)
     name = request.match_info["model"]
     if name != host.config.name:
@@ -89,7 +148,10 @@ def _check_model(request: web.Request) -> ModelHost:
 
 
 async def live(request: web.Request) -> web.Response:
-    """Liveness: the process answers."""
+    """Liveness: the process answers and no engine it depends on has died."""
+    reason = _host(request).liveness()
+    if reason is not None:
+        return json_response({"live": False, "reason": reason}, 503)
     return json_response({"live": True})
 
 
@@ -106,7 +168,7 @@ async def server_metadata(request: web.Request) -> web.Response:
             "name": "ortkube",
             "version": _server_version(),
             "extensions": ["binary_tensor_data", "model_configuration", "statistics"],
-            "onnxruntime": ort.__version__,
+            "onnxruntime": _onnxruntime_version(),
         }
     )
 
@@ -114,14 +176,14 @@ async def server_metadata(request: web.Request) -> web.Response:
 async def model_metadata(request: web.Request) -> web.Response:
     """``GET /v2/models/{model}[/versions/{version}]``."""
     host = _check_model(request)
-    loaded = host.require_loaded()
+    signature, _ = host.describe()
     return json_response(
         {
             "name": host.config.name,
             "versions": [host.config.version],
             "platform": "onnxruntime_onnx",
-            "inputs": [spec.metadata() for spec in loaded.signature.inputs],
-            "outputs": [spec.metadata() for spec in loaded.signature.outputs],
+            "inputs": [spec.metadata() for spec in signature.inputs],
+            "outputs": [spec.metadata() for spec in signature.outputs],
         }
     )
 
@@ -137,7 +199,7 @@ async def model_ready(request: web.Request) -> web.Response:
 async def model_config(request: web.Request) -> web.Response:
     """``GET /v2/models/{model}/config``: a Triton-style model configuration."""
     host = _check_model(request)
-    loaded = host.require_loaded()
+    signature, provider = host.describe()
 
     def tensor(spec: Any) -> dict[str, Any]:
         return {"name": spec.name, "data_type": f"TYPE_{spec.datatype}", "dims": list(spec.shape)}
@@ -148,10 +210,10 @@ async def model_config(request: web.Request) -> web.Response:
             "platform": "onnxruntime_onnx",
             "backend": "onnxruntime",
             "max_batch_size": 0,
-            "input": [tensor(spec) for spec in loaded.signature.inputs],
-            "output": [tensor(spec) for spec in loaded.signature.outputs],
+            "input": [tensor(spec) for spec in signature.inputs],
+            "output": [tensor(spec) for spec in signature.outputs],
             "parameters": {
-                "execution_provider": {"string_value": loaded.plan.active},
+                "execution_provider": {"string_value": provider},
             },
         }
     )
@@ -167,53 +229,73 @@ def _header_length(request: web.Request) -> int | None:
         raise InvalidRequest(f"{HEADER_LENGTH} must be an integer, got {raw!r}") from None
 
 
-async def infer(request: web.Request) -> web.Response:
+async def infer(request: web.Request) -> web.StreamResponse:
     """``POST /v2/models/{model}[/versions/{version}]/infer``."""
     host = _check_model(request)
     metrics = host.request_metrics
     started = time.perf_counter()
     metrics.pending.inc()
+    outcome: InferOutcome | None = None
     try:
         body = await request.read()
         decoded = decode_request(body, _header_length(request))
         outcome = await host.infer(decoded)
-        encoded = encode_response(
+        parts = encode_response_parts(
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
+        response = await _respond(request, parts, streamable=outcome.release is not None)
     except RuntimeServingError as error:
         failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
         failure.inc()
         raise
     except Exception as error:
-        failure = metrics.failure_invalid if _is_input_error(error) else metrics.failure_internal
+        failure = metrics.failure_invalid if is_input_error(error) else metrics.failure_internal
         failure.inc()
         raise
     finally:
         metrics.pending.dec()
+        if outcome is not None and outcome.release is not None:
+            outcome.release()
     metrics.success.inc()
     metrics.inference_count.inc(outcome.batch_size)
     metrics.execution_count.inc(outcome.executions)
     metrics.queue_duration.observe(outcome.run.queue_seconds)
     metrics.compute_duration.observe(outcome.run.compute_seconds)
     metrics.request_duration.observe(time.perf_counter() - started)
-    response = web.Response(body=encoded.body, content_type=encoded.content_type)
-    if encoded.header_length is not None:
-        response.headers[HEADER_LENGTH] = str(encoded.header_length)
+    return response
+
+
+async def _respond(
+    request: web.Request, parts: ResponseParts, streamable: bool
+) -> web.StreamResponse:
+    """One body (header and blobs joined: the one copy), or, for large blobs that lie in
+    shared memory, the header then each blob written from where it lies."""
+    headers = {HEADER_LENGTH: str(len(parts.header))} if parts.blobs else {}
+    if not streamable or parts.length - len(parts.header) < STREAM_MIN_BYTES:
+        body = b"".join([parts.header, *parts.blobs]) if parts.blobs else parts.header
+        return web.Response(body=body, content_type=parts.content_type, headers=headers)
+    response = web.StreamResponse(headers={**headers, "Content-Type": parts.content_type})
+    response.content_length = parts.length
+    await response.prepare(request)
+    await response.write(parts.header)
+    for blob in parts.blobs:
+        await response.write(blob)
+    await response.write_eof()
     return response
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    """``GET /metrics`` in Prometheus text format."""
-    payload = generate_latest(_host(request).metrics.registry)
-    return web.Response(body=payload, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    """``GET /metrics`` in Prometheus text format (summed over every process)."""
+    payload = _host(request).metrics_text()
+    return web.Response(body=payload, headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 async def runtime_status(request: web.Request) -> web.Response:
     """``GET /ortkube/status``: phase, provider and engine key, read by the operator."""
-    return json_response(_host(request).status_document())
+    return json_response(await _host(request).status())
 
 
-def build_app(host: ModelHost) -> web.Application:
+def build_app(host: ServingBackend) -> web.Application:
     """The application serving ``host``'s model."""
     app = web.Application(
         middlewares=[errors_as_json], client_max_size=host.config.server.max_request_bytes

@@ -55,6 +55,12 @@ def warmup_shapes(
     return [{spec.name: _default_shape(spec) for spec in signature.inputs}]
 
 
+def warmup_is_guessed(profiles: Sequence[ShapeProfile], config: WarmupConfig) -> bool:
+    """True when nothing declared the warm-up shapes: they come from the model's metadata,
+    so a failure says little about the model (a dim of 1 may simply be invalid for it)."""
+    return not config.shapes and not profiles
+
+
 def warmup_feeds(
     signature: ModelSignature, profiles: Sequence[ShapeProfile], config: WarmupConfig
 ) -> list[Feeds]:

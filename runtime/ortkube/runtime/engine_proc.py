@@ -1,0 +1,197 @@
+"""An engine process: owns the onnxruntime sessions (weights and CUDA context once) and the one
+batcher, and runs what every front-end worker sends it.
+
+Front-ends connect over a Unix socket and send small messages; input tensors arrive as
+layouts over the front-end's shared-memory slots, read here as numpy views (no copy), and
+outputs are copied once into this engine's own slots, lent to the front-end until it has
+written the response. A front-end that goes away gives back every slot it held.
+
+Usage (started by the supervisor): ``python -m ortkube.runtime.engine_proc RUN_DIR INDEX``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ortkube.runtime.board import Board, MemberState
+from ortkube.runtime.contract import Phase
+from ortkube.runtime.errors import RuntimeServingError
+from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FramedProtocol, Message
+from ortkube.runtime.logs import configure_logging
+from ortkube.runtime.metrics import create_metrics
+from ortkube.runtime.model_host import ModelHost
+from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
+from ortkube.runtime.server import is_input_error
+from ortkube.runtime.shm import (
+    Attachments,
+    Slot,
+    SlotPool,
+    read_tensors,
+    tensors_size,
+    write_tensors,
+)
+
+log = logging.getLogger("ortkube.runtime.engine_proc")
+
+_BOARD_STATES = {Phase.READY: MemberState.READY, Phase.FAILED: MemberState.FAILED}
+
+
+@dataclass
+class _Connection:
+    """One front-end's connection: the output slots lent to it and its slots mapped here."""
+
+    protocol: FramedProtocol
+    lent: dict[str, Slot] = field(default_factory=dict)
+    mapped: set[str] = field(default_factory=set)
+
+
+def error_reply(error: Exception) -> tuple[int, str]:
+    """The HTTP status and message a front-end answers for an engine-side failure."""
+    if isinstance(error, RuntimeServingError):
+        return error.http_status, str(error)
+    if is_input_error(error):
+        return 400, f"onnxruntime rejected the input: {error}"
+    return 500, f"internal error: {type(error).__name__}: {error}"
+
+
+class EngineServer:
+    """Serves front-end connections against one ModelHost."""
+
+    def __init__(self, host: ModelHost, pool: SlotPool) -> None:
+        self.host = host
+        self.pool = pool
+        self.attachments = Attachments(pool.root)
+        self.connections: dict[FramedProtocol, _Connection] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._slots_gauge = host.metrics.shm_slots_in_use.labels(role="engine")
+
+    def protocol(self) -> FramedProtocol:
+        """A protocol for one new front-end connection."""
+        protocol = FramedProtocol(self._on_message, self._on_lost)
+        self.connections[protocol] = _Connection(protocol)
+        return protocol
+
+    def _on_message(self, protocol: FramedProtocol, message: Message) -> None:
+        kind, request_id, body = message
+        connection = self.connections[protocol]
+        if kind == RELEASE:
+            slot = connection.lent.pop(body, None)
+            if slot is not None:
+                self._give_back(slot)
+            return
+        if kind == INFER:
+            task = asyncio.ensure_future(self._infer(connection, request_id, body))
+        elif kind == STATUS:
+            protocol.send((OK, request_id, self.host.status_document()))
+            return
+        elif kind == DESCRIBE:
+            task = asyncio.ensure_future(self._describe(protocol, request_id))
+        else:
+            protocol.send((ERROR, request_id, (500, f"unknown message kind {kind!r}")))
+            return
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _describe(self, protocol: FramedProtocol, request_id: int) -> None:
+        try:
+            protocol.send((OK, request_id, self.host.describe()))
+        except Exception as error:
+            protocol.send((ERROR, request_id, error_reply(error)))
+
+    async def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
+        slot_name, layout, output_names, forget = body
+        self.attachments.forget(forget)
+        connection.mapped.difference_update(forget)
+        try:
+            connection.mapped.add(slot_name)
+            feeds = read_tensors(self.attachments.get(slot_name), layout)
+            result, executions = await self.host.execute(feeds, output_names)
+            del feeds
+            named = list(zip(output_names, result.outputs, strict=True))
+            slot = self.pool.acquire(tensors_size(result.outputs))
+            self._slots_gauge.inc()
+            out_layout = write_tensors(slot, named)
+        except Exception as error:
+            if error_reply(error)[0] >= 500:
+                log.exception("event=engine_infer_failed")
+            connection.protocol.send((ERROR, request_id, error_reply(error)))
+            return
+        if connection.protocol.closed.done():  # the front-end went away meanwhile
+            self._give_back(slot)
+            return
+        connection.lent[slot.name] = slot
+        reply = (
+            slot.name,
+            out_layout,
+            executions,
+            result.queue_seconds,
+            result.compute_seconds,
+            self.pool.take_retired(),
+        )
+        connection.protocol.send((OK, request_id, reply))
+
+    def _give_back(self, slot: Slot) -> None:
+        self.pool.release(slot)
+        self._slots_gauge.dec()
+
+    def _on_lost(self, protocol: FramedProtocol) -> None:
+        connection = self.connections.pop(protocol)
+        for slot in connection.lent.values():
+            self._give_back(slot)
+        self.attachments.forget(connection.mapped)
+        log.info("event=frontend_disconnected slots_reclaimed=%d", len(connection.lent))
+
+
+async def serve_engine(plan: RunPlan, index: int) -> int:
+    """Listen for front-ends, load the model, serve until SIGTERM, then drain."""
+    config = plan.engine_config(index)
+    board = Board(plan.board_path, plan.engines, plan.workers)
+    board.post("engine", index, MemberState.STARTING, os.getpid())
+
+    def post_phase(phase: Phase) -> None:
+        board.post("engine", index, _BOARD_STATES.get(phase, MemberState.STARTING))
+
+    host = ModelHost(config, create_metrics(), on_phase=post_phase)
+    engine = EngineServer(host, SlotPool(plan.slot_prefix("engine", index)))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    path = plan.engine_socket(index)
+    server = await loop.create_unix_server(engine.protocol, str(path))
+    os.chmod(path, 0o600)
+    log.info("event=engine_listening index=%d pid=%d socket=%s", index, os.getpid(), path)
+    loading = asyncio.create_task(host.load())
+    await stop.wait()
+    log.info("event=engine_drain_start index=%d in_flight=%d", index, len(engine.tasks))
+    host.start_draining()
+    board.post("engine", index, MemberState.DRAINING)
+    loading.cancel()
+    if engine.tasks:
+        await asyncio.wait(set(engine.tasks), timeout=config.server.shutdown_grace_s)
+    server.close()
+    await host.stop_batching()
+    await asyncio.to_thread(host.close)
+    engine.pool.close()
+    log.info("event=engine_drain_done index=%d", index)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``RUN_DIR INDEX``."""
+    become_child()
+    run_dir, index = Path(argv[0]), int(argv[1])
+    plan = read_plan(run_dir)
+    configure_logging(plan.config.log_format)
+    code: int = event_loop_runner()(serve_engine(plan, index))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,235 @@
+"""A front-end worker process: HTTP, decoding, validation and encoding, on a port it shares
+with the other workers (SO_REUSEPORT), running inferences on the engine processes.
+
+Inputs are copied once from the request body into one of this worker's shared-memory slots;
+the engine answers with a layout over one of its own slots, which this worker writes to the
+client from where it lies and then gives back. A slot is given back when the engine has
+answered, whether or not the client is still there.
+
+Usage (started by the supervisor): ``python -m ortkube.runtime.frontend RUN_DIR INDEX``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ortkube.runtime.board import Board, MemberState
+from ortkube.runtime.config import RuntimeConfig
+from ortkube.runtime.engine_link import EngineLink
+from ortkube.runtime.errors import ModelNotReady
+from ortkube.runtime.ipc import DESCRIBE, INFER, RELEASE, STATUS
+from ortkube.runtime.logs import configure_logging
+from ortkube.runtime.metrics import RuntimeMetrics, bind_request_metrics, create_metrics, exposition
+from ortkube.runtime.model_host import InferOutcome
+from ortkube.runtime.protocol import InferRequest
+from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
+from ortkube.runtime.runner import RunResult
+from ortkube.runtime.server import build_app
+from ortkube.runtime.shapes import check_inputs, select_outputs
+from ortkube.runtime.shm import (
+    Attachments,
+    Slot,
+    SlotPool,
+    read_tensors,
+    tensors_size,
+    write_tensors,
+)
+from ortkube.runtime.signature import ModelSignature
+
+log = logging.getLogger("ortkube.runtime.frontend")
+
+_STATUS_POLL_S = 0.1
+
+
+def _batch_size(request: InferRequest) -> int:
+    first = next(iter(request.inputs.values()))
+    return int(first.shape[0]) if first.ndim else 1
+
+
+class FrontendBackend:
+    """The routes' backend in a worker: validation here, runs on the least busy engine."""
+
+    def __init__(self, plan: RunPlan, index: int, metrics: RuntimeMetrics, board: Board) -> None:
+        self.plan, self.index, self.board = plan, index, board
+        self.config: RuntimeConfig = plan.config
+        self.metrics = metrics
+        self.request_metrics = bind_request_metrics(metrics, self.config.name, self.config.version)
+        self.links = [EngineLink(i, plan.engine_socket(i)) for i in range(plan.engines)]
+        self.pool = SlotPool(plan.slot_prefix("worker", index))
+        self.attachments = Attachments(self.pool.root)
+        self.signature: ModelSignature | None = None
+        self.provider = ""
+        self.last_status: dict[str, Any] = {"phase": "Fetching", "message": ""}
+        self._slots_gauge = metrics.shm_slots_in_use.labels(role="frontend")
+
+    @property
+    def ready(self) -> bool:
+        """Ready when this worker knows the model and the board says everyone is ready."""
+        return self.signature is not None and self.board.ready()
+
+    def liveness(self) -> str | None:
+        """Not live once an engine has died (the pod must restart to get it back)."""
+        dead = self.board.engine_exited()
+        return None if dead is None else f"engine {dead.index} (pid {dead.pid}) exited"
+
+    def describe(self) -> tuple[ModelSignature, str]:
+        """The signature fetched from the engine once it was ready."""
+        if self.signature is None:
+            phase, message = self.last_status.get("phase"), self.last_status.get("message")
+            detail = f": {message}" if message else ""
+            raise ModelNotReady(f"model '{self.config.name}' is not ready ({phase}{detail})")
+        return self.signature, self.provider
+
+    def metrics_text(self) -> bytes:
+        """Every process's metrics, summed."""
+        return exposition(self.metrics)
+
+    async def status(self) -> dict[str, Any]:
+        """The engines' status document, with every process's state from the board."""
+        documents: list[dict[str, Any]] = []
+        for link in self.links:
+            try:
+                documents.append(await asyncio.wait_for(link.call(STATUS, None), 5))
+            except Exception as error:
+                documents.append({**self.last_status, "phase": "Failed", "message": str(error)})
+        document = next((d for d in documents if d.get("phase") != "Ready"), documents[0])
+        dead = self.liveness()
+        if dead is not None:
+            document = {**document, "phase": "Failed", "message": dead}
+        document["processes"] = [
+            {"role": m.role, "index": m.index, "pid": m.pid, "state": m.state.name.lower()}
+            for m in self.board.members()
+        ]
+        return document
+
+    async def infer(self, request: InferRequest) -> InferOutcome:
+        """Validate, hand the inputs to an engine through shared memory, await its outputs."""
+        signature, _ = self.describe()
+        check_inputs(signature, request.inputs, request.datatypes)
+        wanted = select_outputs(signature, request.outputs, request.binary_output_default)
+        names = [output.name for output in wanted]
+        link = min(self.links, key=lambda candidate: candidate.in_flight)
+        named = list(request.inputs.items())
+        slot = self._acquire(tensors_size([array for _, array in named]))
+        try:
+            layout = write_tensors(slot, named)
+        except Exception:
+            self._release(slot)
+            raise
+        future = link.call(INFER, (slot.name, layout, names, self.pool.take_retired()))
+        try:
+            reply = await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # The handler was cancelled (client gone): the slots come back when the engine
+            # answers, not before, since it may still be reading or writing them.
+            future.add_done_callback(lambda done: self._abandon(link, slot, done))
+            raise
+        except BaseException:
+            self._release(slot)
+            raise
+        self._release(slot)
+        out_name, out_layout, executions, queue_s, compute_s, forget = reply
+        self.attachments.forget(forget)
+        arrays = read_tensors(self.attachments.get(out_name), out_layout)
+        outputs = [(output.name, arrays[output.name], output.binary) for output in wanted]
+        return InferOutcome(
+            outputs,
+            RunResult([], queue_s, compute_s),
+            _batch_size(request),
+            executions,
+            release=lambda: link.send(RELEASE, out_name),
+        )
+
+    def _acquire(self, nbytes: int) -> Slot:
+        self._slots_gauge.inc()
+        return self.pool.acquire(nbytes)
+
+    def _release(self, slot: Slot) -> None:
+        self.pool.release(slot)
+        self._slots_gauge.dec()
+
+    def _abandon(self, link: EngineLink, slot: Slot, done: asyncio.Future[Any]) -> None:
+        self._release(slot)
+        if not done.cancelled() and done.exception() is None:
+            link.send(RELEASE, done.result()[0])
+
+    async def watch_engines(self) -> None:
+        """Connect to every engine, follow their phase until ready, then post this worker
+        ready on the board."""
+        await asyncio.gather(*(link.connect() for link in self.links))
+        while self.signature is None:
+            try:
+                statuses = [await link.call(STATUS, None) for link in self.links]
+            except Exception as error:
+                log.warning("event=engine_status_failed reason=%r", str(error))
+                await asyncio.sleep(_STATUS_POLL_S)
+                continue
+            self.last_status = next((s for s in statuses if s["phase"] != "Ready"), statuses[0])
+            if all(s["phase"] == "Ready" for s in statuses):
+                self.signature, self.provider = await self.links[0].call(DESCRIBE, None)
+                self.board.post("worker", self.index, MemberState.READY)
+                log.info("event=worker_ready index=%d pid=%d", self.index, os.getpid())
+                return
+            await asyncio.sleep(_STATUS_POLL_S)
+
+    def close(self) -> None:
+        """Close the engine connections and unlink this worker's idle slots."""
+        for link in self.links:
+            link.close()
+        self.pool.close()
+
+
+async def serve_frontend(plan: RunPlan, index: int) -> int:
+    """Listen on the shared port, serve until SIGTERM, then drain in-flight requests."""
+    config = plan.config
+    board = Board(plan.board_path, plan.engines, plan.workers)
+    board.post("worker", index, MemberState.STARTING, os.getpid())
+    backend = FrontendBackend(plan, index, create_metrics(), board)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    runner = web.AppRunner(build_app(backend), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        config.server.host,
+        config.server.port,
+        shutdown_timeout=config.server.shutdown_grace_s,
+        reuse_port=True,
+    )
+    await site.start()
+    log.info(
+        "event=worker_listening index=%d pid=%d port=%d", index, os.getpid(), config.server.port
+    )
+    watching = asyncio.create_task(backend.watch_engines())
+    await stop.wait()
+    log.info("event=worker_drain_start index=%d", index)
+    board.post("worker", index, MemberState.DRAINING)
+    watching.cancel()
+    # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
+    await runner.cleanup()
+    backend.close()
+    log.info("event=worker_drain_done index=%d", index)
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: ``RUN_DIR INDEX``."""
+    become_child()
+    run_dir, index = Path(argv[0]), int(argv[1])
+    plan = read_plan(run_dir)
+    configure_logging(plan.config.log_format)
+    result: int = event_loop_runner()(serve_frontend(plan, index))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,86 @@
+"""Framed messages between front-end workers and engines over a Unix socket.
+
+A message is a small tuple (kind, request id, body) carrying only metadata: tensor data goes
+through shared-memory slots (``shm``), never through this channel. Frames are a 4-byte length
+and a pickle of the tuple; both ends are processes of one ``ortkube serve``, so the channel is
+trusted like the process itself (the socket file is mode 0600 in a private directory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import struct
+from collections.abc import Callable
+from typing import Any, cast
+
+log = logging.getLogger("ortkube.runtime.ipc")
+
+_FRAME = struct.Struct("<I")
+Message = tuple[str, int, Any]
+
+INFER = "infer"
+STATUS = "status"
+DESCRIBE = "describe"
+RELEASE = "release"
+OK = "ok"
+ERROR = "error"
+
+
+def encode_frame(message: Message) -> bytes:
+    """One frame: length prefix, then the pickled tuple."""
+    payload = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _FRAME.pack(len(payload)) + payload
+
+
+class FramedProtocol(asyncio.Protocol):
+    """Splits the byte stream into messages and hands each to ``on_message`` in order."""
+
+    def __init__(
+        self,
+        on_message: Callable[[FramedProtocol, Message], None],
+        on_lost: Callable[[FramedProtocol], None] | None = None,
+    ) -> None:
+        self._on_message = on_message
+        self._on_lost = on_lost
+        self._buffer = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.closed = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses, only alike.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self._buffer
+        buffer += data
+        start = 0
+        while len(buffer) - start >= 4:
+            (length,) = _FRAME.unpack_from(buffer, start)
+            end = start + 4 + length
+            if len(buffer) < end:
+                break
+            message = pickle.loads(buffer[start + 4 : end])
+            start = end
+            self._on_message(self, message)
+        if start:
+            del buffer[:start]
+
+    def send(self, message: Message) -> None:
+        """Queue a message (dropped with a log line if the peer is gone)."""
+        if self.transport is None or self.transport.is_closing():
+            log.debug("event=ipc_send_dropped kind=%s", message[0])
+            return
+        self.transport.write(encode_frame(message))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+        if self._on_lost is not None:
+            self._on_lost(self)
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self.transport is not None:
+            self.transport.close()

@@ -1,0 +1,249 @@
+"""Shared-memory slots: how tensors cross between front-end and engine processes.
+
+A slot is a file in ``/dev/shm`` mapped by both sides. Its owner writes tensors into it (one
+copy: request bytes into the slot, or onnxruntime's output into the slot), hands over only a
+layout (name, dtype, shape, offset), and the peer maps the same pages and reads the tensors
+as numpy views, without a copy and without pickling. Each side owns a ``SlotPool`` of reusable
+slots in power-of-two size classes; ``Attachments`` caches the peer's slots it has mapped.
+
+Names are ``ortkube-<run>-<owner>-<n>``, so the supervisor can remove every slot of a process
+that died (``remove_owner_slots``).
+"""
+
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger("ortkube.runtime.shm")
+
+_ALIGN = 64
+_MIN_SLOT = 64 << 10
+# Idle slots kept per size class; more are unlinked when returned.
+_IDLE_PER_CLASS = 16
+_LENGTH_PREFIX = struct.Struct("<I")
+
+BYTES = "BYTES"
+# One tensor in a slot: name, numpy dtype string (or BYTES: length-prefixed UTF-8), shape,
+# offset and length in bytes.
+TensorLayout = tuple[str, str, tuple[int, ...], int, int]
+
+
+def shm_root() -> Path:
+    """Where slots live: ``/dev/shm`` (memory) where it exists, else the temp dir."""
+    root = Path("/dev/shm")
+    return root if root.is_dir() else Path(os.environ.get("TMPDIR", "/tmp"))
+
+
+def size_class(nbytes: int) -> int:
+    """The slot size that holds ``nbytes``: a power of two, at least 64 KiB."""
+    size = _MIN_SLOT
+    while size < nbytes:
+        size <<= 1
+    return size
+
+
+def aligned(offset: int) -> int:
+    """``offset`` rounded up to the slot alignment (64 bytes, a cache line)."""
+    return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+
+
+@dataclass
+class Slot:
+    """One mapped shared-memory file."""
+
+    name: str
+    size: int
+    buffer: mmap.mmap
+
+    def view(self, offset: int, length: int) -> memoryview:
+        """The bytes at ``offset``, without a copy."""
+        return memoryview(self.buffer)[offset : offset + length]
+
+
+def _create(path: Path, size: int) -> mmap.mmap:
+    fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    try:
+        os.ftruncate(fd, size)
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _attach(path: Path) -> mmap.mmap:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        return mmap.mmap(fd, 0)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class SlotPool:
+    """Slots one process owns: acquired per request, returned when the peer is done."""
+
+    prefix: str
+    root: Path = field(default_factory=shm_root)
+    _idle: dict[int, list[Slot]] = field(default_factory=dict)
+    _count: int = 0
+    in_use: int = 0
+    # Slots unlinked since the peer last heard: it drops its mapping of them.
+    retired: list[str] = field(default_factory=list)
+
+    def acquire(self, nbytes: int) -> Slot:
+        """A free slot of at least ``nbytes``."""
+        size = size_class(nbytes)
+        idle = self._idle.get(size)
+        if idle:
+            slot = idle.pop()
+        else:
+            self._count += 1
+            name = f"{self.prefix}-{self._count}"
+            slot = Slot(name, size, _create(self.root / name, size))
+        self.in_use += 1
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        """Give a slot back; beyond the idle cap it is unlinked and announced as retired."""
+        self.in_use -= 1
+        idle = self._idle.setdefault(slot.size, [])
+        if len(idle) < _IDLE_PER_CLASS:
+            idle.append(slot)
+            return
+        self._unlink(slot.name)
+        self.retired.append(slot.name)
+
+    def take_retired(self) -> list[str]:
+        """Names retired since the last call (sent to the peer with the next message)."""
+        names, self.retired = self.retired, []
+        return names
+
+    def _unlink(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Unlink every idle slot (mappings die with their last numpy view)."""
+        for idle in self._idle.values():
+            for slot in idle:
+                self._unlink(slot.name)
+        self._idle.clear()
+
+    def idle_count(self) -> int:
+        """Slots kept for reuse."""
+        return sum(len(idle) for idle in self._idle.values())
+
+
+@dataclass
+class Attachments:
+    """The peer's slots this process has mapped, by name."""
+
+    root: Path = field(default_factory=shm_root)
+    _maps: dict[str, Slot] = field(default_factory=dict)
+
+    def get(self, name: str) -> Slot:
+        """The peer's slot ``name``, mapped on first use."""
+        slot = self._maps.get(name)
+        if slot is None:
+            buffer = _attach(self.root / name)
+            slot = Slot(name, len(buffer), buffer)
+            self._maps[name] = slot
+        return slot
+
+    def forget(self, names: Iterable[str]) -> None:
+        """Drop mappings of slots the peer retired (unmapped when the last view dies)."""
+        for name in names:
+            self._maps.pop(name, None)
+
+    def forget_prefix(self, prefix: str) -> None:
+        """Drop every mapping of one peer's slots (the peer went away)."""
+        for name in [n for n in self._maps if n.startswith(prefix)]:
+            del self._maps[name]
+
+
+def remove_owner_slots(root: Path, prefix: str) -> int:
+    """Unlink every slot file named ``prefix-*`` (a dead process's); returns how many."""
+    removed = 0
+    for path in root.glob(f"{prefix}-*"):
+        try:
+            path.unlink()
+            removed += 1
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _bytes_blob(array: np.ndarray[Any, Any]) -> bytes:
+    parts: list[bytes] = []
+    for item in array.ravel():
+        raw = item.encode() if isinstance(item, str) else bytes(item)
+        parts.append(_LENGTH_PREFIX.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)
+
+
+def _as_bytes(array: np.ndarray[Any, Any]) -> tuple[str, bytes | memoryview]:
+    if array.dtype.kind in "OSU":
+        return BYTES, _bytes_blob(array)
+    return array.dtype.str, np.ascontiguousarray(array).data.cast("B")
+
+
+def tensors_size(arrays: Sequence[np.ndarray[Any, Any]]) -> int:
+    """Bytes a slot needs for ``arrays`` (strings estimated from their UTF-8 length)."""
+    total = 0
+    for array in arrays:
+        if array.dtype.kind in "OSU":
+            total += sum(4 + len(str(item).encode()) for item in array.ravel())
+        else:
+            total += array.nbytes
+        total = aligned(total)
+    return total
+
+
+def write_tensors(
+    slot: Slot, named: Sequence[tuple[str, np.ndarray[Any, Any]]]
+) -> list[TensorLayout]:
+    """Copy arrays into ``slot`` (the one copy) and return their layout."""
+    layout: list[TensorLayout] = []
+    offset = 0
+    for name, array in named:
+        dtype, blob = _as_bytes(array)
+        length = len(blob)
+        if offset + length > slot.size:
+            raise ValueError(f"slot {slot.name} of {slot.size} bytes cannot hold '{name}'")
+        slot.buffer[offset : offset + length] = blob
+        layout.append((name, dtype, tuple(int(d) for d in array.shape), offset, length))
+        offset = aligned(offset + length)
+    return layout
+
+
+def _strings(chunk: memoryview, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
+    items: list[str] = []
+    offset = 0
+    while offset < len(chunk):
+        (length,) = _LENGTH_PREFIX.unpack_from(chunk, offset)
+        items.append(bytes(chunk[offset + 4 : offset + 4 + length]).decode())
+        offset += 4 + length
+    array = np.empty(len(items), dtype=object)
+    array[:] = items
+    return array.reshape(shape)
+
+
+def read_tensors(slot: Slot, layout: Sequence[TensorLayout]) -> dict[str, np.ndarray[Any, Any]]:
+    """The tensors of ``layout`` as numpy views over the slot (strings are decoded)."""
+    tensors: dict[str, np.ndarray[Any, Any]] = {}
+    for name, dtype, shape, offset, length in layout:
+        chunk = slot.view(offset, length)
+        if dtype == BYTES:
+            tensors[name] = _strings(chunk, shape)
+        else:
+            array = np.frombuffer(chunk, dtype=np.dtype(dtype))
+            tensors[name] = array.reshape(shape)
+    return tensors

@@ -1,0 +1,179 @@
+"""Several front-end workers and one engine process: replacement, drain, metrics, slots, health.
+
+Answers equal to in-process onnxruntime on every datatype are checked by the tritonclient and
+bad-request suites, which run on a two-worker server too (``conftest.TOPOLOGIES``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import numpy as np
+import pytest
+
+from ortkube.runtime.providers import CPU
+from tests import onnx_models
+from tests.runtime.conftest import StartServer
+from tests.runtime_process import ServeProcess, binary_infer_request
+
+TWO_WORKERS = {"workers": 2}
+WIDTH = 1024
+# A few hundred milliseconds of onnxruntime on two cores (repeats=50).
+SLOW_BATCH = 512
+
+
+def metric(text: str, name: str, labels: str = "") -> float:
+    pattern = rf"^{re.escape(name)}{{[^}}]*{re.escape(labels)}[^}}]*}} ([0-9.e+-]+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def processes(server: ServeProcess, role: str) -> list[dict[str, Any]]:
+    members = server.get_json("/ortkube/status")[1]["processes"]
+    return [member for member in members if member["role"] == role]
+
+
+def wait_until(condition: Any, timeout: float = 30.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"not reached in {timeout}s: {what}")
+
+
+async def fresh_connection_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST on a new connection, so SO_REUSEPORT spreads the requests over the workers."""
+    async with (
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        await response.read()
+        return response.status
+
+
+@pytest.fixture
+def own_server(module_dir: Path) -> Iterator[Any]:
+    """Servers a test kills parts of; the test checks their exit itself."""
+    started: list[ServeProcess] = []
+
+    def start(model: Any, name: str, **config: Any) -> ServeProcess:
+        path = onnx_models.save(model, module_dir / f"{name}-own-{len(started)}.onnx")
+        server = ServeProcess({"name": name, "model": {"uri": str(path)}, **config}, module_dir)
+        started.append(server)
+        server.wait_ready()
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def slow_server(start_server: StartServer) -> ServeProcess:
+    model = onnx_models.slow_mlp(WIDTH, repeats=50)
+    return start_server(model, name="slow", providers=[CPU], server=TWO_WORKERS)
+
+
+async def test_metrics_are_summed_across_workers(slow_server: ServeProcess) -> None:
+    url = f"{slow_server.base_url}/v2/models/slow/infer"
+    body, headers = binary_infer_request({"x": np.ones((2, WIDTH), np.float32)})
+    success = "ortkube_inference_request_success_total"
+
+    async def scrape() -> str:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+            session.get(f"{slow_server.base_url}/metrics") as response,
+        ):
+            return await response.text()
+
+    before = metric(await scrape(), success)
+    statuses = [await fresh_connection_post(url, body, headers) for _ in range(30)]
+    assert statuses == [200] * 30
+    # Each scrape lands on some worker; every one reports the sum over both.
+    for _ in range(6):
+        assert metric(await scrape(), success) - before == 30
+
+
+async def test_slots_are_reclaimed_after_clients_disconnect(slow_server: ServeProcess) -> None:
+    url = f"{slow_server.base_url}/v2/models/slow/infer"
+    body, headers = binary_infer_request({"x": np.ones((SLOW_BATCH, WIDTH), np.float32)})
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True))
+    posts = [asyncio.ensure_future(session.post(url, data=body, headers=headers)) for _ in range(3)]
+    await asyncio.sleep(0.3)  # the requests reach the engine
+    for post in posts:
+        post.cancel()
+    await session.close()  # the clients go away mid-request
+
+    def reclaimed() -> bool:
+        text = slow_server.get_text("/metrics")
+        pending = metric(text, "ortkube_inference_pending_request_count")
+        frontend = metric(text, "ortkube_shm_slots_in_use", 'role="frontend"')
+        engine = metric(text, "ortkube_shm_slots_in_use", 'role="engine"')
+        return pending == 0 and frontend == 0 and engine == 0
+
+    wait_until(reclaimed, what="shared-memory slots back in their pools")
+    # And the server still answers.
+    small, small_headers = binary_infer_request({"x": np.ones((1, WIDTH), np.float32)})
+    assert await fresh_connection_post(url, small, small_headers) == 200
+
+
+async def test_killed_worker_is_replaced_and_the_others_keep_answering(own_server: Any) -> None:
+    server = own_server(onnx_models.sample_model(), "mlp", server=TWO_WORKERS)
+    url = f"{server.base_url}/v2/models/mlp/infer"
+    body, headers = binary_infer_request({"x": np.ones((2, 4), np.float32)})
+    victim = processes(server, "worker")[0]
+    os.kill(victim["pid"], signal.SIGKILL)
+    wait_until(lambda: server.get_json("/v2/health/ready")[0] == 503, 10, "ready false")
+    statuses = [await fresh_connection_post(url, body, headers) for _ in range(20)]
+    assert statuses == [200] * 20
+
+    def replaced() -> bool:
+        worker = processes(server, "worker")[0]
+        return bool(worker["pid"] != victim["pid"] and worker["state"] == "ready")
+
+    wait_until(replaced, what="worker 0 replaced")
+    assert server.get_json("/v2/health/ready")[0] == 200
+    assert re.search(rf"event=child_exited role=worker index=0 pid={victim['pid']}", server.log())
+    assert server.stop() == 0
+
+
+async def test_sigterm_drains_an_in_flight_request(own_server: Any) -> None:
+    server = own_server(
+        onnx_models.slow_mlp(WIDTH, repeats=50), "slow", providers=[CPU], server=TWO_WORKERS
+    )
+    body, headers = binary_infer_request({"x": np.ones((SLOW_BATCH * 2, WIDTH), np.float32)})
+    async with aiohttp.ClientSession() as session:
+        url = f"{server.base_url}/v2/models/slow/infer"
+        inference = asyncio.ensure_future(session.post(url, data=body, headers=headers))
+        await asyncio.sleep(0.3)
+        server.process.send_signal(signal.SIGTERM)
+        response = await inference
+        assert response.status == 200
+        assert len(await response.read()) > SLOW_BATCH * 2 * WIDTH * 4
+    code = await asyncio.to_thread(server.process.wait, 60)
+    assert code == 0, server.log()
+    log = server.log()
+    assert "event=child_stopped role=worker index=1 code=0" in log
+    assert "event=child_stopped role=engine index=0 code=0" in log
+
+
+def test_engine_down_fails_readiness_and_liveness(own_server: Any) -> None:
+    server = own_server(onnx_models.sample_model(), "mlp", server=TWO_WORKERS)
+    engine = processes(server, "engine")[0]
+    os.kill(engine["pid"], signal.SIGKILL)
+    wait_until(lambda: server.get_json("/v2/health/live")[0] == 503, 10, "live false")
+    _, body = server.get_json("/v2/health/live")
+    assert body == {"live": False, "reason": f"engine 0 (pid {engine['pid']}) exited"}
+    assert server.get_json("/v2/health/ready")[0] == 503
+    assert server.get_json("/ortkube/status")[1]["phase"] == "Failed"
+    # An engine's crash is the pod's to restart: the supervisor says so in its exit code.
+    assert server.stop() == 1
