@@ -1,0 +1,133 @@
+"""hey, the Go HTTP load generator: build it once, stage it for the GPU machine, run and parse it.
+
+A load generator that is not Python keeps a serving measurement honest: it costs the server's
+machine little CPU and shares no interpreter with what it measures. ``hey`` is built from its
+Go module (``CGO_ENABLED=0``: one static binary that runs on the GPU machine too) into
+``~/.cache/ortkube/bin``, once.
+
+Usage:
+  python bench/hey.py build            # build (cached) and print the binary's path
+  python bench/hey.py stage DIR        # build, then copy a gzipped binary into DIR (carried)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+MODULE = "github.com/rakyll/hey@v0.1.5"
+CACHE_BIN = Path.home() / ".cache" / "ortkube" / "bin"
+
+
+def build() -> Path:
+    """The hey binary, built from its Go module the first time."""
+    binary = CACHE_BIN / "hey"
+    if not binary.exists():
+        CACHE_BIN.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(CACHE_BIN)}
+        subprocess.run(["go", "install", MODULE], check=True, env=env)
+    return binary
+
+
+def stage(directory: Path) -> Path:
+    """Copy the binary, gzipped (12 MB -> 6 MB), into ``directory``; return the copy's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "hey.gz"
+    with build().open("rb") as source, gzip.open(target, "wb") as sink:
+        shutil.copyfileobj(source, sink)
+    return target
+
+
+def unpack(gzipped: Path, directory: Path) -> Path:
+    """The executable from a staged ``hey.gz`` (on the GPU machine)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / "hey"
+    with gzip.open(gzipped, "rb") as source, binary.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
+    binary.chmod(0o755)
+    return binary
+
+
+@dataclass(frozen=True)
+class HeyResult:
+    """One hey run, read from its text report; only [200] responses count as served."""
+
+    ok: int
+    seconds: float
+    statuses: dict[int, int]
+    p50_s: float | None
+    p99_s: float | None
+    errors: str
+
+    @property
+    def ok_per_second(self) -> float:
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+_TOTAL = re.compile(r"Total:\s+([0-9.]+) secs")
+_STATUS = re.compile(r"\[(\d{3})\]\s+(\d+) responses")
+# hey prints its percentiles with a doubled percent sign: "50%% in 0.0012 secs".
+_PERCENTILE = re.compile(r"(\d+)%+ in ([0-9.]+) secs")
+
+
+def parse(report: str) -> HeyResult:
+    """Read hey's report: run time, responses per status, p50 and p99."""
+    total = _TOTAL.search(report)
+    statuses = {int(code): int(count) for code, count in _STATUS.findall(report)}
+    percentiles = {int(p): float(s) for p, s in _PERCENTILE.findall(report)}
+    _, _, errors = report.partition("Error distribution:")
+    return HeyResult(
+        ok=statuses.get(200, 0),
+        seconds=float(total.group(1)) if total else 0.0,
+        statuses=statuses,
+        p50_s=percentiles.get(50),
+        p99_s=percentiles.get(99),
+        errors=errors.strip()[:500],
+    )
+
+
+def run(
+    binary: Path,
+    url: str,
+    body: Path,
+    headers: dict[str, str],
+    clients: int,
+    seconds: float,
+) -> tuple[HeyResult, str]:
+    """POST ``body`` from ``clients`` keep-alive connections for ``seconds``; the report too."""
+    command = [str(binary), "-z", f"{seconds}s", "-c", str(clients), "-m", "POST", "-D", str(body)]
+    for name, value in headers.items():
+        if name.lower() == "content-type":
+            command += ["-T", value]
+        else:
+            command += ["-H", f"{name}: {value}"]
+    command.append(url)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    report = done.stdout + done.stderr
+    return parse(report), report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build")
+    staged = sub.add_parser("stage")
+    staged.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    if args.command == "build":
+        print(build())
+    else:
+        print(stage(args.directory))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
