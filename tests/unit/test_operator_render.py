@@ -88,6 +88,29 @@ def test_config_map_holds_a_valid_runtime_config() -> None:
     assert config.server.port == 8080
 
 
+@pytest.mark.parametrize(
+    ("spec", "workers", "instances", "batching"),
+    [
+        # Unset: the runtime decides from the node (workers from the cores, batching on a GPU).
+        ({}, 0, 1, (None, None, 0.0)),
+        (
+            {"server": {"workers": 4, "instances": 2}, "batching": {"enabled": False}},
+            4,
+            2,
+            (False, None, 0.0),
+        ),
+        ({"batching": {"maxBatchSize": 32, "maxQueueDelayMs": 1}}, 0, 1, (None, 32, 1.0)),
+    ],
+)
+def test_server_processes_and_batching_reach_the_runtime(
+    spec: dict[str, Any], workers: int, instances: int, batching: tuple[Any, ...]
+) -> None:
+    config = render_runtime_config(ortmodel(**spec), SETTINGS)
+    assert (config.server.workers, config.server.instances) == (workers, instances)
+    rendered = config.batching
+    assert (rendered.enabled, rendered.max_batch_size, rendered.max_queue_delay_ms) == batching
+
+
 def test_tensorrt_workspace_quantity_becomes_bytes() -> None:
     config = render_runtime_config(ortmodel(tensorrt={"workspace": "2Gi"}), SETTINGS)
     assert config.tensorrt.workspace_bytes == 2 << 30

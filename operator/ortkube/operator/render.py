@@ -151,7 +151,12 @@ def render_runtime_config(model: OrtModel, settings: OperatorSettings) -> Runtim
             max_batch_size=spec.batching.max_batch_size,
             max_queue_delay_ms=spec.batching.max_queue_delay_ms,
         ),
-        server=ServerConfig(host="0.0.0.0", port=spec.port),
+        server=ServerConfig(
+            host="0.0.0.0",
+            port=spec.port,
+            workers=spec.server.workers,
+            instances=spec.server.instances,
+        ),
         log_format="json",
     )
 

@@ -218,8 +218,41 @@ class Warmup(ApiModel):
 class Batching(ApiModel):
     """Dynamic batching: concurrent requests gathered into one run."""
 
-    enabled: bool = Field(default=False, description="Turn dynamic batching on.")
-    max_batch_size: int = Field(default=8, ge=1, le=4096, description="Largest batch formed.")
+    enabled: bool | None = Field(
+        default=None,
+        description="Turn dynamic batching on or off. Unset: on where the model runs on a GPU, "
+        "off on CPU.",
+    )
+    max_batch_size: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="Largest batch formed, in rows. Unset: the profiles' largest batch "
+        "dimension, else 64 on a GPU and 8 on CPU.",
+    )
     max_queue_delay_ms: float = Field(
-        default=2.0, ge=0, le=10000, description="How long the first request waits for others."
+        default=0.0,
+        ge=0,
+        le=10000,
+        description="How long the first request waits for others. 0: a lone request runs at "
+        "once; batches form from requests that queued while the engine was busy.",
+    )
+
+
+class Server(ApiModel):
+    """How each replica spreads serving over processes (docs/serving.md)."""
+
+    workers: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Front-end processes sharing the port (HTTP, decoding, validation). "
+        "0: automatic, half the cores (at most 8) on a GPU, 1 on CPU nodes of up to 4 cores.",
+    )
+    instances: int = Field(
+        default=1,
+        ge=1,
+        le=16,
+        description="Engine processes per GPU, each with its own sessions and copy of the "
+        "weights (Triton's instance count); more trades GPU memory for speed.",
     )

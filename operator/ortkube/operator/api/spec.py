@@ -12,6 +12,7 @@ from ortkube.operator.api.inference import (
     EngineCache,
     ModelSource,
     Profile,
+    Server,
     TensorRTOptions,
     Warmup,
 )
@@ -126,6 +127,9 @@ class OrtModelSpec(ApiModel):
     )
     port: int = Field(
         default=8080, ge=1024, le=65535, description="Port the v2 protocol is served on."
+    )
+    server: Server = Field(
+        default_factory=Server, description="Front-end workers and engine processes per replica."
     )
 
     @field_validator("providers")
