@@ -46,8 +46,9 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers-one-engine"])
 def test_cuda_graph_replays_fixed_shape_with_fresh_data_each_time(
-    tmp_path: Path, reference: ort.InferenceSession
+    tmp_path: Path, reference: ort.InferenceSession, workers: int
 ) -> None:
     path = onnx_models.save(mlp(), tmp_path / "mlp.onnx")
     config = {
@@ -55,6 +56,7 @@ def test_cuda_graph_replays_fixed_shape_with_fresh_data_each_time(
         "model": {"uri": str(path)},
         "profiles": [FIXED, RANGED],
         "cuda": {"cuda_graph": True},
+        "server": {"workers": workers},
     }
     server = ServeProcess(config, tmp_path)
     try:
