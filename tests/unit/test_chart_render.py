@@ -125,9 +125,9 @@ def test_default_values_run_one_cluster_wide_operator_with_a_hardened_pod() -> N
     ],
 )
 def test_operator_args_are_flags_the_operator_cli_accepts(sets: list[str]) -> None:
-    args = [a.replace("$(POD_IP)", "10.0.0.7") for a in container(render(*sets))["args"]]
+    args = [a.replace("$(POD_IP)", "127.1.0.7") for a in container(render(*sets))["args"]]
     parsed = parse_args(args, "ortkube operator")  # argparse exits on an unknown flag
-    assert parsed.liveness == "http://10.0.0.7:8080/healthz"
+    assert parsed.liveness == "http://127.1.0.7:8080/healthz"
     assert parsed.runtime_image == "ortkube-runtime:0.1.0"
 
 
@@ -141,7 +141,7 @@ def test_runtime_image_and_engine_cache_values_become_operator_defaults() -> Non
             "engineCache.credentialsSecret=s3-creds",
         )
     )["args"]
-    parsed = parse_args([a.replace("$(POD_IP)", "10.0.0.7") for a in args], "op")
+    parsed = parse_args([a.replace("$(POD_IP)", "127.1.0.7") for a in args], "op")
     assert parsed.runtime_image == "registry.example.com/ortkube-runtime:1.2.3"
     assert parsed.image_pull_policy == "Always"
     assert (parsed.engine_cache_uri, parsed.engine_cache_secret) == (

@@ -12,6 +12,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from ortkube.devcluster import network
+
 VALID_FOR = datetime.timedelta(days=365)
 # The in-cluster names clients may use for the apiserver, plus loopback where it listens.
 APISERVER_DNS_NAMES = (
@@ -21,7 +23,7 @@ APISERVER_DNS_NAMES = (
     "kubernetes.default.svc",
     "kubernetes.default.svc.cluster.local",
 )
-APISERVER_IPS = ("127.0.0.1", "10.0.0.1")
+APISERVER_IPS = (network.HOST, network.KUBERNETES_SERVICE_IP)
 
 # Client identities: file stem -> (CN = user name, O = groups). Bootstrap RBAC already binds
 # roles to the controller-manager and scheduler users, so they run with real, narrow rights.

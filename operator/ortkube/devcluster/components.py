@@ -11,11 +11,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ortkube.devcluster import network
 from ortkube.devcluster.layout import LOOPBACK, ClusterLayout
 
-SERVICE_CIDR = "10.0.0.0/24"
-# kwok hands out fake pod IPs from here; nothing routes to them, nothing here sends to them.
-KWOK_POD_CIDR = "10.244.0.1/16"
 KWOK_NODE_LABEL = "type=kwok"
 KWOK_NODE_LEASE_S = 40
 
@@ -50,7 +48,10 @@ def apiserver_argv(layout: ClusterLayout) -> list[str]:
         f"--tls-cert-file={pki / 'apiserver.crt'}",
         f"--tls-private-key-file={pki / 'apiserver.key'}",
         f"--client-ca-file={pki / 'ca.crt'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+        # Nodes by their InternalIP (loopback) only: by name, the apiserver resolved
+        # `ortkube-local` through the machine's DNS server, which is not on loopback.
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--authorization-mode=Node,RBAC",
         f"--service-account-issuer={layout.server}/",
@@ -88,7 +89,7 @@ def controller_manager_argv(layout: ClusterLayout) -> list[str]:
         f"--root-ca-file={pki / 'ca.crt'}",
         f"--cluster-signing-cert-file={pki / 'ca.crt'}",
         f"--cluster-signing-key-file={pki / 'ca.key'}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        f"--service-cluster-ip-range={network.SERVICE_CIDR}",
         "--cluster-name=ortkube-dev",
     ]
 
@@ -110,7 +111,9 @@ def kwok_argv(layout: ClusterLayout) -> list[str]:
         "--manage-all-nodes=false",
         f"--manage-nodes-with-label-selector={KWOK_NODE_LABEL}",
         f"--node-lease-duration-seconds={KWOK_NODE_LEASE_S}",
-        f"--cidr={KWOK_POD_CIDR}",
+        # Pod IPs from a loopback range of their own, and loopback as every node's address.
+        f"--cidr={network.kwok_cidr_flag()}",
+        f"--node-ip={network.HOST}",
     ]
 
 

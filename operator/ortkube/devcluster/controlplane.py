@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ortkube.devcluster import certs, components, kubeclient, kwok, processes
+from ortkube.devcluster import addresscheck, certs, components, kubeclient, kwok, network, processes
 from ortkube.devcluster.build import is_cached
 from ortkube.devcluster.health import (
     ControlPlaneError,
@@ -19,7 +19,13 @@ from ortkube.devcluster.health import (
     wait_healthy,
 )
 from ortkube.devcluster.kubeconfig import write_kubeconfig
-from ortkube.devcluster.layout import ClusterLayout, Ports, load_layout, save_layout
+from ortkube.devcluster.layout import (
+    ClusterLayout,
+    Ports,
+    load_layout,
+    recorded_network,
+    save_layout,
+)
 from ortkube.devcluster.log import log_event
 from ortkube.devcluster.paths import bin_dir, kwok_stage_dir
 from ortkube.devcluster.versions import BINARIES
@@ -111,6 +117,14 @@ def up(state_dir: Path, options: UpOptions | None = None) -> ClusterLayout:
     _require_binaries()
     state_dir.mkdir(parents=True, exist_ok=True)
     existing = load_layout(state_dir)
+    stale = network.stale_reason(recorded_network(state_dir)) if existing else None
+    if stale is not None:
+        # Its etcd holds objects with the old addresses (a 10.x `kubernetes` Service): never
+        # reuse it, or the cluster would hand those out again.
+        log_event("up.recreate", state_dir=state_dir, reason=stale)
+        destroy(state_dir)
+        state_dir.mkdir(parents=True)
+        existing = None
     if existing is not None and processes.running(state_dir, "kube-apiserver"):
         log_event("up.already_running", state_dir=state_dir, server=existing.server)
         return existing
@@ -151,6 +165,7 @@ def up(state_dir: Path, options: UpOptions | None = None) -> ClusterLayout:
             _node_ready(layout, [LOCAL_NODE]),
             components.podrunner_argv(layout, options.python),
         )
+    addresscheck.check_loopback(api_client(layout), names[0] if names else None)
     write_env_file(layout)
     log_event("up.done", server=layout.server, seconds=time.monotonic() - started)
     return layout

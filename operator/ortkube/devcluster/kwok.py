@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from ortkube.devcluster.components import KWOK_NODE_LABEL
+from ortkube.devcluster.network import HOST
 
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 GPU_MEMORY_MIB = 81559
@@ -76,7 +77,15 @@ def render_fake_gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
             "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
         },
         "spec": {"taints": [FAKE_NODE_TAINT]},
-        "status": {"capacity": resources, "allocatable": resources},
+        "status": {
+            "capacity": resources,
+            "allocatable": resources,
+            # kwok keeps addresses it finds; loopback, so nothing that dials a node leaves.
+            "addresses": [
+                {"type": "InternalIP", "address": HOST},
+                {"type": "Hostname", "address": name},
+            ],
+        },
     }
 
 

@@ -8,7 +8,9 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-LOOPBACK = "127.0.0.1"
+from ortkube.devcluster import network
+
+LOOPBACK = network.HOST
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ def save_layout(layout: ClusterLayout) -> None:
         "state_dir": str(layout.state_dir),
         "bin_dir": str(layout.bin_dir),
         "ports": asdict(layout.ports),
+        "network": network.plan(),
     }
     layout_file(layout.state_dir).write_text(json.dumps(data, indent=2) + "\n")
 
@@ -103,3 +106,13 @@ def load_layout(state_dir: Path) -> ClusterLayout | None:
     except FileNotFoundError:
         return None
     return ClusterLayout(Path(data["state_dir"]), Path(data["bin_dir"]), Ports(**data["ports"]))
+
+
+def recorded_network(state_dir: Path) -> dict[str, str] | None:
+    """The address plan ``up`` recorded in ``state_dir`` (None: none, or no layout at all)."""
+    try:
+        data = json.loads(layout_file(state_dir).read_text())
+    except FileNotFoundError:
+        return None
+    recorded = data.get("network")
+    return dict(recorded) if isinstance(recorded, dict) else None

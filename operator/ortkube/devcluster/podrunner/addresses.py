@@ -5,9 +5,12 @@ from __future__ import annotations
 import ipaddress
 import threading
 
-# 127.0.0.0/8 answers on every Linux host without setup; skip 127.0.0.x (services live there).
-FIRST = ipaddress.IPv4Address("127.1.0.1")
-LAST = ipaddress.IPv4Address("127.255.255.254")
+from ortkube.devcluster.network import PODRUNNER_POD_CIDR
+
+# 127.0.0.0/8 answers on every Linux host without setup; the podrunner's pods have their own
+# /16 of it, apart from the control plane (127.0.0.1), kwok's pods and Service ClusterIPs.
+FIRST = PODRUNNER_POD_CIDR.network_address + 1
+LAST = PODRUNNER_POD_CIDR.broadcast_address - 1
 
 
 class AddressPool:

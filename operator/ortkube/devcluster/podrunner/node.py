@@ -10,6 +10,7 @@ from typing import Any
 from ortkube.devcluster.kubeclient import api, body, core_api
 from ortkube.devcluster.kwok import gpu_labels
 from ortkube.devcluster.log import log_event
+from ortkube.devcluster.network import HOST
 from ortkube.devcluster.versions import KUBERNETES_VERSION
 
 LEASE_NAMESPACE = "kube-node-lease"
@@ -47,7 +48,9 @@ def node_conditions(ready: bool, heartbeat: str, since: str) -> list[dict[str, s
     ]
 
 
-def render_local_node(name: str, gpus: int, cpus: int, memory_bytes: int) -> dict[str, Any]:
+def render_local_node(
+    name: str, gpus: int, cpus: int, memory_bytes: int, kubelet_port: int = 0
+) -> dict[str, Any]:
     """The Node object the podrunner registers: loopback address, GPU capacity and labels."""
     capacity = {
         "cpu": str(cpus),
@@ -75,9 +78,11 @@ def render_local_node(name: str, gpus: int, cpus: int, memory_bytes: int) -> dic
             "capacity": capacity,
             "allocatable": capacity,
             "addresses": [
-                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "InternalIP", "address": HOST},
                 {"type": "Hostname", "address": name},
             ],
+            # Where the apiserver sends logs/exec/port-forward: a listener that says why not.
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "conditions": node_conditions(True, stamp, stamp),
             "nodeInfo": {
                 "architecture": "amd64",

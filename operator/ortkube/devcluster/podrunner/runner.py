@@ -18,6 +18,7 @@ from ortkube.devcluster.kubeclient import body, core_api, new_watch
 from ortkube.devcluster.layout import ClusterLayout, load_layout
 from ortkube.devcluster.log import log_event
 from ortkube.devcluster.podrunner.addresses import AddressPool
+from ortkube.devcluster.podrunner.kubelet_api import KubeletEndpoint
 from ortkube.devcluster.podrunner.node import NodeAgent, render_local_node
 from ortkube.devcluster.podrunner.provisioner import Provisioner
 from ortkube.devcluster.podrunner.volumes import ApiReader
@@ -46,8 +47,12 @@ class PodRunner:
         self._core = core_api(api_client)
         self._node_name = node_name
         self._workers: dict[str, PodWorker] = {}
+        self.kubelet = KubeletEndpoint(layout.pki)
         self.node = NodeAgent(
-            api_client, render_local_node(node_name, gpus, os.cpu_count() or 1, _memory_bytes())
+            api_client,
+            render_local_node(
+                node_name, gpus, os.cpu_count() or 1, _memory_bytes(), self.kubelet.port
+            ),
         )
         self.provisioner = Provisioner(api_client, layout.volumes_dir)
         self.context = RunnerContext(
@@ -130,6 +135,7 @@ class PodRunner:
             worker.join(timeout=10)
         self.node.stop()
         self.provisioner.stop()
+        self.kubelet.stop()
 
 
 def run(kubeconfig: Path, state_dir: Path, node_name: str = NODE_NAME, gpus: int = 1) -> int:
@@ -142,6 +148,7 @@ def run(kubeconfig: Path, state_dir: Path, node_name: str = NODE_NAME, gpus: int
     signal.signal(signal.SIGINT, _raise_stopping)
     runner = PodRunner(kubeclient_api(kubeconfig), layout, node_name, gpus)
     try:
+        runner.kubelet.start()
         runner.node.register()
         runner.provisioner.ensure_storage_class()
         threading.Thread(target=runner.node.run, name="heartbeat", daemon=True).start()
