@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +112,7 @@ def test_tensors_cross_a_slot_as_views_of_the_same_bytes(tmp_path: Path) -> None
     ]
     slot = pool.acquire(tensors_size([t for _, t in tensors]))
     layout = write_tensors(slot, tensors)
-    peer = Attachments(tmp_path)
+    peer = Attachments()
     read = read_tensors(peer.get(slot.name), layout)
     for name, array in tensors:
         np.testing.assert_array_equal(read[name], array)
@@ -141,7 +143,7 @@ def test_size_classes_and_a_dead_owners_slots_are_removed(tmp_path: Path) -> Non
     pool = SlotPool("ortkube-run-w1", tmp_path)
     other = SlotPool("ortkube-run-w10", tmp_path)
     pool.acquire(1), pool.acquire(1), other.acquire(1)
-    assert remove_owner_slots(tmp_path, "ortkube-run-w1") == 2
+    assert remove_owner_slots([tmp_path], "ortkube-run-w1") == 2
     assert [p.name for p in tmp_path.iterdir()] == ["ortkube-run-w10-1"]
 
 
@@ -174,3 +176,23 @@ async def test_frames_split_anywhere_arrive_whole_and_in_order() -> None:
         protocol.data_received(stream[start : start + 3])
     assert received == messages
     await asyncio.sleep(0)
+
+
+def test_a_full_shm_root_puts_the_slot_in_the_fallback_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full, fallback = tmp_path / "shm", tmp_path / "tmp"
+    full.mkdir(), fallback.mkdir()
+    reserve = os.posix_fallocate
+    monkeypatch.setattr("ortkube.runtime.shm.fallback_root", lambda: fallback)
+
+    def fake_full_tmpfs(fd: int, offset: int, length: int) -> None:
+        # A tmpfs at its size limit refuses the reservation; the fake stands in for one.
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).parent == full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        reserve(fd, offset, length)
+
+    monkeypatch.setattr("ortkube.runtime.shm.os.posix_fallocate", fake_full_tmpfs)
+    slot = SlotPool("ortkube-run-w0", full).acquire(10)
+    assert Path(slot.name).parent == fallback
+    assert list(full.iterdir()) == []

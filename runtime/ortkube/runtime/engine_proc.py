@@ -67,7 +67,7 @@ class EngineServer:
     def __init__(self, host: ModelHost, pool: SlotPool) -> None:
         self.host = host
         self.pool = pool
-        self.attachments = Attachments(pool.root)
+        self.attachments = Attachments()
         self.connections: dict[FramedProtocol, _Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._slots_gauge = host.metrics.shm_slots_in_use.labels(role="engine")

@@ -64,7 +64,7 @@ class FrontendBackend:
         self.request_metrics = bind_request_metrics(metrics, self.config.name, self.config.version)
         self.links = [EngineLink(i, plan.engine_socket(i)) for i in range(plan.engines)]
         self.pool = SlotPool(plan.slot_prefix("worker", index))
-        self.attachments = Attachments(self.pool.root)
+        self.attachments = Attachments()
         self.signature: ModelSignature | None = None
         self.provider = ""
         self.last_status: dict[str, Any] = {"phase": "Fetching", "message": ""}

@@ -6,16 +6,20 @@ layout (name, dtype, shape, offset), and the peer maps the same pages and reads 
 as numpy views, without a copy and without pickling. Each side owns a ``SlotPool`` of reusable
 slots in power-of-two size classes; ``Attachments`` caches the peer's slots it has mapped.
 
-Names are ``ortkube-<run>-<owner>-<n>``, so the supervisor can remove every slot of a process
-that died (``remove_owner_slots``).
+Files are ``ortkube-<run>-<owner>-<n>``, so the supervisor can remove every slot of a process
+that died (``remove_owner_slots``). A slot's name is its path: each slot's space is reserved
+when it is created (``posix_fallocate``), and where ``/dev/shm`` is full (64 MiB in a default
+container) the slot is made in the temp dir instead, rather than faulting later on a write.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import mmap
 import os
 import struct
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,13 +73,35 @@ class Slot:
         return memoryview(self.buffer)[offset : offset + length]
 
 
+def fallback_root() -> Path:
+    """Where slots go when ``/dev/shm`` has no room: the temp dir (page cache, still shared)."""
+    return Path(tempfile.gettempdir())
+
+
 def _create(path: Path, size: int) -> mmap.mmap:
     fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
     try:
-        os.ftruncate(fd, size)
+        # Reserve the pages now: a full tmpfs then fails here, not with SIGBUS on a write.
+        os.posix_fallocate(fd, 0, size)
         return mmap.mmap(fd, size)
+    except OSError:
+        path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
+
+
+def _create_slot(roots: Sequence[Path], name: str, size: int) -> Slot:
+    """A new slot in the first root with room for it."""
+    for root in roots:
+        path = root / name
+        try:
+            return Slot(str(path), size, _create(path, size))
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.ENOMEM) or root == roots[-1]:
+                raise
+            log.warning("event=shm_full root=%s bytes=%d fallback=%s", root, size, roots[-1])
+    raise AssertionError("unreachable: the last root raises")
 
 
 def _attach(path: Path) -> mmap.mmap:
@@ -106,8 +132,8 @@ class SlotPool:
             slot = idle.pop()
         else:
             self._count += 1
-            name = f"{self.prefix}-{self._count}"
-            slot = Slot(name, size, _create(self.root / name, size))
+            roots = [self.root, fallback_root()]
+            slot = _create_slot(roots, f"{self.prefix}-{self._count}", size)
         self.in_use += 1
         return slot
 
@@ -127,7 +153,7 @@ class SlotPool:
         return names
 
     def _unlink(self, name: str) -> None:
-        (self.root / name).unlink(missing_ok=True)
+        Path(name).unlink(missing_ok=True)
 
     def close(self) -> None:
         """Unlink every idle slot (mappings die with their last numpy view)."""
@@ -143,16 +169,15 @@ class SlotPool:
 
 @dataclass
 class Attachments:
-    """The peer's slots this process has mapped, by name."""
+    """The peer's slots this process has mapped, by name (their path)."""
 
-    root: Path = field(default_factory=shm_root)
     _maps: dict[str, Slot] = field(default_factory=dict)
 
     def get(self, name: str) -> Slot:
         """The peer's slot ``name``, mapped on first use."""
         slot = self._maps.get(name)
         if slot is None:
-            buffer = _attach(self.root / name)
+            buffer = _attach(Path(name))
             slot = Slot(name, len(buffer), buffer)
             self._maps[name] = slot
         return slot
@@ -162,22 +187,20 @@ class Attachments:
         for name in names:
             self._maps.pop(name, None)
 
-    def forget_prefix(self, prefix: str) -> None:
-        """Drop every mapping of one peer's slots (the peer went away)."""
-        for name in [n for n in self._maps if n.startswith(prefix)]:
-            del self._maps[name]
 
-
-def remove_owner_slots(root: Path, prefix: str) -> int:
+def remove_owner_slots(roots: Iterable[Path], prefix: str) -> int:
     """Unlink every slot file named ``prefix-*`` (a dead process's); returns how many."""
     removed = 0
-    for path in root.glob(f"{prefix}-*"):
-        try:
-            path.unlink()
+    for root in roots:
+        for path in root.glob(f"{prefix}-*"):
+            path.unlink(missing_ok=True)
             removed += 1
-        except FileNotFoundError:
-            pass
     return removed
+
+
+def slot_roots() -> list[Path]:
+    """Every directory slots may be in."""
+    return [shm_root(), fallback_root()]
 
 
 def _bytes_blob(array: np.ndarray[Any, Any]) -> bytes:

@@ -25,7 +25,7 @@ from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.metrics import MULTIPROCESS_DIR_ENV, mark_process_dead
 from ortkube.runtime.run_plan import RunPlan
-from ortkube.runtime.shm import remove_owner_slots, shm_root
+from ortkube.runtime.shm import remove_owner_slots, slot_roots
 from ortkube.runtime.topology import Topology
 
 log = logging.getLogger("ortkube.runtime.supervisor")
@@ -99,7 +99,7 @@ class Supervisor:
         child.process = None
         self.board.post(child.role, child.index, MemberState.EXITED)
         mark_process_dead(pid)
-        removed = remove_owner_slots(shm_root(), self.plan.slot_prefix(child.role, child.index))
+        removed = remove_owner_slots(slot_roots(), self.plan.slot_prefix(child.role, child.index))
         log.warning(
             "event=child_exited role=%s index=%d pid=%d code=%s slots_removed=%d",
             child.role,
@@ -205,7 +205,7 @@ def run_supervisor(config: RuntimeConfig, topology: Topology) -> int:
         supervisor.drain(config.server.shutdown_grace_s)
     finally:
         reserved.close()
-        remove_owner_slots(shm_root(), f"ortkube-{plan.run_id}")
+        remove_owner_slots(slot_roots(), f"ortkube-{plan.run_id}")
         shutil.rmtree(plan.run_dir, ignore_errors=True)
     log.info("event=shutdown_done model=%s", config.name)
     return 1 if supervisor.engine_died else 0
