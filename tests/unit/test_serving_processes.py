@@ -182,7 +182,8 @@ def test_a_full_shm_root_puts_the_slot_in_the_fallback_dir(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     full, fallback = tmp_path / "shm", tmp_path / "tmp"
-    full.mkdir(), fallback.mkdir()
+    full.mkdir()
+    fallback.mkdir()
     reserve = os.posix_fallocate
     monkeypatch.setattr("ortkube.runtime.shm.fallback_root", lambda: fallback)
 
