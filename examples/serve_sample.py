@@ -7,16 +7,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 
-from ortkube.devcluster.processes import free_port
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.serve_cli import run_server
 
 SAMPLE = Path(__file__).resolve().parent / "models" / "sample-mlp.onnx"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now (a user's copy needs only the runtime)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 async def _wait_ready(session: aiohttp.ClientSession, base: str) -> None:
