@@ -11,13 +11,15 @@ from ortkube.operator.status import (
     EngineBuild,
     Observation,
     PodObservation,
-    RuntimeReport,
     compute_status,
     invalid_spec_status,
     observe_engine_build,
     observe_pod,
+    parse_runtime_status,
     status_patch,
 )
+from ortkube.runtime.contract import Phase as RuntimePhase
+from ortkube.runtime.contract import RuntimeStatus
 
 T0, T1 = "2025-01-01T00:00:00Z", "2025-01-01T00:05:00Z"
 
@@ -48,8 +50,8 @@ def pod(
 ) -> PodObservation:
     report = None
     if phase is not None:
-        report = RuntimeReport(
-            phase=Phase(phase),
+        report = RuntimeStatus(
+            phase=RuntimePhase(phase),
             provider="CPUExecutionProvider",
             engine_cache_key="k1",
             message=message,
@@ -82,11 +84,12 @@ def pod(
             "True",
             "True",
         ),
+        # Scaling up (or a first rollout past its first pod) is progress, not degradation.
         (
             2,
             deployment(2, 1),
             [pod("Ready", True), pod("Building")],
-            Phase.DEGRADED,
+            Phase.READY,
             "True",
             "True",
             "True",
@@ -133,7 +136,7 @@ def pod(
             [pod("Ready", True), pod(waiting="ImagePullBackOff")],
             Phase.DEGRADED,
             "True",
-            "True",
+            "False",
             "True",
         ),
         (0, deployment(0, 0), [], Phase.PENDING, "False", "True", "Unknown"),
@@ -143,7 +146,7 @@ def pod(
             [pod("Ready", True), pod(waiting="CrashLoopBackOff")],
             Phase.DEGRADED,
             "True",
-            "True",
+            "False",
             "True",
         ),
     ],
@@ -215,6 +218,107 @@ def test_counts_selector_endpoint_provider_and_engine_key() -> None:
     assert (status["provider"], status["engineCacheKey"]) == ("CPUExecutionProvider", "k1")
 
 
+def conditions_of(status: Any) -> dict[str, Any]:
+    return {c.type: c for c in status.conditions}
+
+
+def test_scaling_up_a_ready_model_is_progress_not_degradation() -> None:
+    seen = Observation(deployment(2, 1), [pod("Ready", True), pod("Fetching")])
+    status = compute_status(ortmodel(2), seen, {"phase": "Ready"}, T0)
+    assert (status.phase, status.message) == (Phase.READY, "1/2 replicas ready; 1 starting")
+    progressing = conditions_of(status)["Progressing"]
+    assert (progressing.status, progressing.reason) == ("True", "ScalingUp")
+    assert conditions_of(status)["Ready"].reason == "SomeReplicasReady"
+
+
+def test_a_degraded_model_is_not_progressing_and_says_why() -> None:
+    seen = Observation(deployment(2, 1), [pod("Ready", True), pod("Failed", message="bad uri")])
+    status = compute_status(ortmodel(2), seen, {}, T0)
+    assert status.phase is Phase.DEGRADED
+    progressing = conditions_of(status)["Progressing"]
+    assert (progressing.status, progressing.reason) == ("False", "ReplicasFailing")
+    assert "bad uri" in progressing.message
+
+
+UNSCHEDULABLE = "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector."
+
+
+def unschedulable_pod() -> PodObservation:
+    return observe_pod(
+        {
+            "metadata": {"name": "resnet-b"},
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": UNSCHEDULABLE,
+                    }
+                ],
+            },
+        }
+    )
+
+
+def test_an_unschedulable_model_says_what_the_scheduler_said() -> None:
+    status = compute_status(
+        ortmodel(1), Observation(deployment(1, 0), [unschedulable_pod()]), {}, T0
+    )
+    assert status.phase is Phase.PENDING
+    assert status.message == f"pod resnet-b cannot be scheduled: {UNSCHEDULABLE}"
+
+
+def test_a_replica_that_cannot_be_scheduled_degrades_a_serving_model() -> None:
+    seen = Observation(deployment(2, 1), [pod("Ready", True), unschedulable_pod()])
+    status = compute_status(ortmodel(2), seen, {}, T0)
+    assert status.phase is Phase.DEGRADED
+    assert UNSCHEDULABLE in status.message
+
+
+@pytest.mark.parametrize(
+    ("ready", "phase", "reason"),
+    [(0, Phase.FAILED, "ApplyFailed"), (1, Phase.DEGRADED, "SomeReplicasReady")],
+)
+def test_a_refused_child_names_itself_and_the_apiserver_message(
+    ready: int, phase: Phase, reason: str
+) -> None:
+    refusal = (
+        "Service/resnet: Internal error occurred: failed to allocate a serviceIP: range is full"
+    )
+    seen = Observation(deployment(1, ready), [pod("Ready", True)] * ready, refused=(refusal,))
+    status = compute_status(ortmodel(1), seen, {}, T0)
+    assert status.phase is phase
+    assert refusal in status.message
+    assert conditions_of(status)["Ready"].reason == reason
+    progressing = conditions_of(status)["Progressing"]
+    assert (progressing.status, progressing.reason) == ("False", "ApplyFailed")
+    assert refusal in progressing.message
+
+
+def test_at_zero_replicas_no_provider_is_shown() -> None:
+    previous = {"provider": "TensorrtExecutionProvider", "engineCacheKey": "k0"}
+    status = compute_status(ortmodel(0), Observation(deployment(0, 0), []), previous, T0)
+    assert (status.provider, status.engine_cache_key) == ("", "")
+
+
+def test_a_stalled_rollout_degrades_a_serving_model() -> None:
+    stalled = deployment(2, 1)
+    stalled["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "resnet-1" has timed out progressing.',
+        }
+    ]
+    seen = Observation(stalled, [pod("Ready", True), pod("Fetching")])
+    status = compute_status(ortmodel(2), seen, {}, T0)
+    assert status.phase is Phase.DEGRADED
+    assert "rollout stalled" in status.message
+
+
 def test_provider_is_kept_while_no_pod_answers() -> None:
     previous = {"provider": "TensorrtExecutionProvider", "engineCacheKey": "k0"}
     status = compute_status(ortmodel(), Observation(deployment(2, 0), [pod()]), previous, T0)
@@ -237,13 +341,15 @@ def test_invalid_spec_status() -> None:
 @pytest.mark.parametrize(
     ("payload", "phase"),
     [
-        ({"phase": "Building", "provider": "CPUExecutionProvider"}, Phase.BUILDING),
-        ({"phase": "Draining"}, None),
+        ({"phase": "Building", "provider": "CPUExecutionProvider"}, RuntimePhase.BUILDING),
+        ({"phase": "Draining"}, RuntimePhase.DRAINING),
+        ({"phase": "Sleeping"}, None),
         ({"nothing": 1}, None),
+        ([1, 2], None),
     ],
 )
-def test_runtime_report_parsing(payload: dict[str, Any], phase: Phase | None) -> None:
-    report = RuntimeReport.from_json(payload)
+def test_runtime_report_parsing(payload: Any, phase: RuntimePhase | None) -> None:
+    report = parse_runtime_status(payload)
     assert (report.phase if report else None) is phase
 
 

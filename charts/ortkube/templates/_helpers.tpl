@@ -58,11 +58,12 @@ A verb the operator stops using should leave here too: tests/integration/test_ch
 operator under exactly these rules and fails on any forbidden request.
 */}}
 {{- define "ortkube.namespacedRules" -}}
-# kopf: watch OrtModels; its progress and diff-base annotations are patches of the object.
+# Watched (list, watch) into the operator's indexes; patch only to take the finalizer of
+# older operator versions off (reconcile.LEGACY_FINALIZER).
 - apiGroups: [ortkube.io]
   resources: [ortmodels]
   verbs: [list, watch, patch]
-# handlers.publish: phase, conditions and counts go to the status subresource.
+# reconcile._publish: phase, conditions and counts go to the status subresource.
 - apiGroups: [ortkube.io]
   resources: [ortmodels/status]
   verbs: [patch]
@@ -71,38 +72,31 @@ operator under exactly these rules and fails on any forbidden request.
 - apiGroups: [ortkube.io]
   resources: [ortmodels/finalizers]
   verbs: [update]
-# reconcile.apply_children: server-side apply (patch; create when the child is new).
+# Every child is watched by label (list, watch), server-side applied when it differs from the
+# render (patch; create when new); ConfigMaps, optional children and superseded Jobs deleted.
 - apiGroups: [""]
   resources: [services]
-  verbs: [create, patch]
-# One runtime ConfigMap per config revision: applied, listed and the superseded ones deleted
-# (reconcile._delete_superseded_configs).
+  verbs: [list, watch, create, patch]
 - apiGroups: [""]
-  resources: [configmaps]
-  verbs: [list, create, patch, delete]
-# reconcile.observe reads the Deployment back.
+  resources: [configmaps, persistentvolumeclaims]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
-# Optional children: applied, and deleted (after a get for the owner) when the spec drops them.
-- apiGroups: [""]
-  resources: [persistentvolumeclaims]
-  verbs: [get, create, patch, delete]
+  verbs: [list, watch, create, patch]
 - apiGroups: [autoscaling]
   resources: [horizontalpodautoscalers]
-  verbs: [get, create, patch, delete]
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
-  verbs: [get, create, patch, delete]
-# The engine pre-build Job: applied, read for its outcome, superseded ones listed and deleted.
+  verbs: [list, watch, create, patch, delete]
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, create, patch, delete]
-# reconcile.observe lists the model's pods (and the build Job's) by label.
+  verbs: [list, watch, create, patch, delete]
+# Runtime pods and pre-build Job pods: watched only (readiness, the scheduler's reasons).
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list]
-# kopf.event / kopf.warn: phase transitions and refusals, posted as core/v1 Events.
+  verbs: [list, watch]
+# Phase transitions and refusals, posted as core/v1 Events.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]

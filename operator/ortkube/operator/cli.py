@@ -74,8 +74,20 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="how often each model's children are re-applied and its status refreshed "
-        "(ORTKUBE_RESYNC_INTERVAL, default 10)",
+        help="safety resync: each model is reconciled once per interval at a random moment "
+        "even without events (ORTKUBE_RESYNC_INTERVAL, default 300)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="models reconciled at once (ORTKUBE_WORKERS, default 8)",
+    )
+    parser.add_argument(
+        "--max-inflight",
+        type=int,
+        default=None,
+        help="apiserver requests in flight at once (ORTKUBE_MAX_INFLIGHT, default 8)",
     )
     parser.add_argument("--log-format", choices=["json", "plain"], default="json")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -91,6 +103,8 @@ def settings_from(args: argparse.Namespace) -> OperatorSettings:
         "default_engine_cache_uri": args.engine_cache_uri,
         "default_engine_cache_secret": args.engine_cache_secret,
         "resync_interval_s": args.resync_interval,
+        "workers": args.workers,
+        "max_inflight": args.max_inflight,
     }
     return replace(settings, **{k: v for k, v in flags.items() if v is not None})
 
@@ -113,6 +127,8 @@ def main(argv: list[str], prog: str = "ortkube operator") -> int:
         log_format=kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL,
     )
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # lightkube's HTTP client logs every request at INFO: the operator logs what it changes.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     if not args.verbose:
         # kopf logs every handler and timer run; phase changes are logged by ortkube itself.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)

@@ -1,25 +1,27 @@
-"""One reconcile pass for one OrtModel: validate, render, apply children, observe, compute status.
+"""One reconcile pass for one OrtModel, from watched state: plan, apply what differs, status.
 
-This is the I/O shell around the pure ``api``, ``render`` and ``status`` modules; the kopf
-handlers call it and only turn its outcome into patches, events and kopf errors.
+This is the I/O shell around the pure ``api``, ``children`` and ``status`` modules. It reads the
+model and its children from the watches' indexes (``cache.Snapshot``), applies or deletes only
+what the plan lists, reads runtime reports only when ``probe.ReportCache`` says they are due,
+and writes the status (and posts an event) only when it changed. A pass over an unchanged
+model makes no apiserver call.
 """
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 
-from ortkube.operator import api, children, engine_job, render
+from ortkube.operator import api, children
+from ortkube.operator.cache import ModelKey, Snapshot
 from ortkube.operator.kube import KubeApi, KubeApiError
-from ortkube.operator.probe import fetch_runtime_report
+from ortkube.operator.probe import ReportCache, fetch_runtime_status
+from ortkube.operator.render import Manifest
 from ortkube.operator.settings import OperatorSettings
 from ortkube.operator.status import (
     EngineBuild,
@@ -31,21 +33,20 @@ from ortkube.operator.status import (
     observe_pod,
     status_patch,
 )
+from ortkube.operator.workqueue import Retry
 
 log = logging.getLogger(__name__)
+
+# Older operators (kopf timers) put this finalizer on every OrtModel; deleting one must never
+# wait for the operator, so it is taken off wherever it is found.
+LEGACY_FINALIZER = "ortkube.io/finalizer"
+# Phases a person should look at: posted as Warning events.
+WARNING_PHASES = frozenset({api.Phase.FAILED.value, api.Phase.DEGRADED.value})
 
 
 def utc_now() -> str:
     """Now, as Kubernetes writes times (RFC 3339, seconds, UTC)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-class ApplyError(RuntimeError):
-    """The apiserver refused some children (the others were applied)."""
-
-    def __init__(self, message: str, repeated: bool = False) -> None:
-        super().__init__(message)
-        self.repeated = repeated  # the same refusal as last pass: not worth another event
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class Outcome:
     previous_phase: str
     invalid_spec: str = ""
     previous_engine: tuple[str, str] = ("", "")  # EngineReady's (reason, message) before
+    refused: tuple[str, ...] = field(default=())
 
     @property
     def phase(self) -> str:
@@ -84,201 +86,224 @@ def engine_condition(status: Mapping[str, Any]) -> tuple[str, str]:
     return "", ""
 
 
+Lookup = Callable[[ModelKey], tuple[dict[str, Any] | None, Snapshot]]
+ChildId = tuple[str, str, str]  # (kind, namespace, name)
+
+
+@dataclass
+class _Memory:
+    """What the operator remembers of one model between passes (lost on restart, harmlessly)."""
+
+    uid: str = ""
+    written: dict[str, Any] | None = None  # the last status written
+    refusal: str = ""  # the last refusal posted as an event
+    invalid: str = ""  # the last invalid-spec message posted
+    pods: set[str] = field(default_factory=set)
+    rendered: tuple[int, list[Manifest]] | None = None  # (generation, children)
+
+
 class Reconciler:
-    """Reconciles OrtModels one at a time per object (a lock per uid) and many objects at once."""
+    """Reconciles one model per call; the work queue runs calls for different models at once."""
 
     def __init__(
         self,
         kube: KubeApi,
         http: aiohttp.ClientSession,
         settings: OperatorSettings,
+        lookup: Lookup,
         clock: Callable[[], str] = utc_now,
     ) -> None:
         self.kube = kube
         self.http = http
         self.settings = settings
+        self.lookup = lookup
         self.clock = clock
-        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        # The newest generation applied per uid: a pass holding an older body (a timer that
-        # started before an edit) must not roll the children back.
-        self._applied: dict[str, int] = {}
-        # The last status written per uid: the body a handler holds may predate it.
-        self._written: dict[str, dict[str, Any]] = {}
-        # The last refusal per uid, so a child refused on every pass is reported once.
-        self._refusals: dict[str, str] = {}
+        self.reports = ReportCache(settings.runtime_status_poll_s)
+        self._memory: dict[ModelKey, _Memory] = {}
+        # Applied children whose own watch event has not come back yet: (resourceVersion seen
+        # before the apply, hash applied). A pass in between does not apply them again.
+        self._expected: dict[ChildId, tuple[str, str]] = {}
 
     async def close(self) -> None:
         """Release the HTTP sessions."""
         await self.kube.close()
         await self.http.close()
 
-    def forget(self, uid: str) -> None:
+    def forget(self, key: ModelKey) -> None:
         """Drop what is remembered of a deleted model."""
-        self._locks.pop(uid, None)
-        self._applied.pop(uid, None)
-        self._written.pop(uid, None)
-        self._refusals.pop(uid, None)
+        memory = self._memory.pop(key, None)
+        if memory is not None:
+            self.reports.forget(memory.pods)
+        namespace, name = key
+        for child in [c for c in self._expected if c[1] == namespace and c[2].startswith(name)]:
+            self._expected.pop(child, None)
 
-    async def reconcile(self, body: Mapping[str, Any]) -> Outcome | None:
-        """One pass; None when the body is older than what was already applied."""
-        raw = copy.deepcopy(dict(body))
-        uid = str(raw.get("metadata", {}).get("uid", ""))
-        async with self._locks[uid]:
-            previous = self._written.get(uid) or dict(raw.get("status") or {})
-            outcome = await self._reconcile_locked(raw, uid, previous)
-            if outcome is not None:
-                self._written[uid] = outcome.status
-            return outcome
-
-    async def _reconcile_locked(
-        self, raw: dict[str, Any], uid: str, previous: dict[str, Any]
-    ) -> Outcome | None:
-        previous_phase = str(previous.get("phase", ""))
+    async def reconcile(self, key: ModelKey) -> float | None:
+        """One pass for the model at ``key``; returns when to look again (None: on events)."""
+        body, seen = self.lookup(key)
+        if body is None:
+            self.forget(key)
+            return None
+        meta = body["metadata"]
+        memory = self._memory.get(key)
+        if memory is None or memory.uid != meta.get("uid"):
+            memory = self._memory[key] = _Memory(uid=str(meta.get("uid")))
+        finalizers = list(meta.get("finalizers") or [])
+        if LEGACY_FINALIZER in finalizers:
+            await self._call(
+                self.kube.remove_finalizer(key[0], key[1], finalizers, LEGACY_FINALIZER)
+            )
+        if meta.get("deletionTimestamp"):
+            return None  # the garbage collector removes the children
+        previous = memory.written if memory.written is not None else dict(body.get("status") or {})
         try:
-            model = api.parse_ortmodel(raw)
+            model = api.parse_ortmodel(body)
         except api.InvalidSpec as error:
-            status = invalid_spec_status(raw, str(error), previous, self.clock())
-            return Outcome(status_patch(status), previous_phase, invalid_spec=str(error))
-        if model.generation < self._applied.get(uid, 0):
+            status = invalid_spec_status(body, str(error), previous, self.clock())
+            outcome = Outcome(status_patch(status), str(previous.get("phase", "")), str(error))
+            await self._publish(body, memory, outcome, previous)
             return None
-        await self.apply_children(model)
-        self._applied[uid] = model.generation
-        seen = await self.observe(model)
-        status = compute_status(model, seen, previous, self.clock())
-        return Outcome(
-            status_patch(status), previous_phase, previous_engine=engine_condition(previous)
+        refused = await self._carry_out(model, self._plan(model, memory, seen), seen)
+        observation = await self._observe(model, memory, seen, refused)
+        status = compute_status(model, observation, previous, self.clock())
+        outcome = Outcome(
+            status_patch(status),
+            str(previous.get("phase", "")),
+            previous_engine=engine_condition(previous),
+            refused=refused,
+        )
+        await self._publish(body, memory, outcome, previous)
+        polls = [self.reports.poll_interval(p) for p in seen.runtime_pods()]
+        return min((p for p in polls if p is not None), default=None)
+
+    async def _call(self, request: Any) -> Any:
+        try:
+            return await request
+        except KubeApiError as error:
+            if error.transient:
+                raise Retry(str(error)) from error
+            raise
+
+    def _plan(self, model: api.OrtModel, memory: _Memory, seen: Snapshot) -> children.Plan:
+        if memory.rendered is None or memory.rendered[0] != model.generation:
+            memory.rendered = (model.generation, children.render_children(model, self.settings))
+        return children.plan_children(model, self.settings, seen, memory.rendered[1])
+
+    def _awaiting_own_event(self, manifest: Manifest, seen: Snapshot) -> bool:
+        meta = manifest["metadata"]
+        found = seen.one(manifest["kind"], meta["name"])
+        version = str((found or {}).get("metadata", {}).get("resourceVersion", ""))
+        digest = meta["annotations"][children.RENDERED_HASH_ANNOTATION]
+        return self._expected.get((manifest["kind"], meta["namespace"], meta["name"])) == (
+            version,
+            digest,
         )
 
-    def _engine_build_job(self, model: api.OrtModel) -> str:
-        """Name of the pre-build Job the current spec wants; empty when it wants none."""
-        if not engine_job.needs_engine_build(model, self.settings):
-            return ""
-        return engine_job.engine_build_job_name(model, self.settings)
+    async def _carry_out(
+        self, model: api.OrtModel, plan: children.Plan, seen: Snapshot
+    ) -> tuple[str, ...]:
+        """Apply and delete what the plan lists; the refusals, as ``Kind/name: message``.
 
-    async def apply_children(self, model: api.OrtModel) -> None:
-        """Server-side apply every child (unchanged ones stay unchanged); delete unwanted ones.
-
-        While the engine pre-build Job has not succeeded, the Deployment is held
-        (``children.children_to_apply``).
+        One refused child (an immutable field, a quota, a full Service range) does not hold
+        the others back. A busy apiserver (429, timeouts) raises ``Retry`` instead.
         """
-        rendered = children.render_children(model, self.settings)
-        job_name = self._engine_build_job(model)
-        job = (
-            await self.kube.get("batch/v1", "Job", model.namespace, job_name) if job_name else None
-        )
-        engine_built = not job_name or job_succeeded(job)
-        deployment_exists = engine_built or (
-            await self.kube.get("apps/v1", "Deployment", model.namespace, model.name) is not None
-        )
-        chosen = children.children_to_apply(
-            rendered,
-            job_exists=job is not None,
-            engine_built=engine_built,
-            deployment_exists=deployment_exists,
-        )
-        if job_name and job is None:
+        if plan.new_job:
             log.info(
-                "create_engine_build_job model=%s/%s job=%s", model.namespace, model.name, job_name
+                "create_engine_build_job model=%s/%s job=%s",
+                model.namespace,
+                model.name,
+                plan.job_name,
             )
-        # One refused child (say, an immutable PVC field) must not hold the others back.
-        failures = []
-        for manifest in chosen:
-            try:
-                await self.kube.apply(manifest)
-            except KubeApiError as error:
-                reason = str(error).split("\n", 1)[0]  # the apiserver appends a diff
-                failures.append(f"{manifest['kind']}/{manifest['metadata']['name']}: {reason}")
-        message = "; ".join(failures)
-        previous = self._refusals.pop(model.uid, "")
-        if failures:
-            self._refusals[model.uid] = message
-            raise ApplyError(message, repeated=message == previous)
-        for api_version, kind, name in children.absent_children(model, rendered):
-            await self._delete_if_owned(model, api_version, kind, name)
-        await self._delete_superseded_jobs(model, keep=job_name)
-        await self._delete_superseded_configs(model, rendered)
-
-    async def _delete_superseded_configs(
-        self, model: api.OrtModel, rendered: list[render.Manifest]
-    ) -> None:
-        """Delete runtime ConfigMap revisions no wanted or live workload mounts any more.
-
-        Kept: this spec's, the one the live Deployment's template mounts (it may be held while
-        an engine builds) and those the model's Jobs mount.
-        """
-        live = [m for m in rendered if m["kind"] in ("Deployment", "Job")]
-        deployment = await self.kube.get("apps/v1", "Deployment", model.namespace, model.name)
-        if deployment is not None:
-            live.append(deployment)
-        selector = engine_job.engine_build_selector(model)
-        live += await self.kube.list("batch/v1", "Job", model.namespace, selector)
-        keep = children.config_maps_in_use(live)
-        for found in await self.kube.list(
-            "v1", "ConfigMap", model.namespace, render.config_map_selector(model)
-        ):
-            meta = found.get("metadata") or {}
-            owned = any(o.get("uid") == model.uid for o in meta.get("ownerReferences") or [])
-            if owned and meta.get("name") not in keep:
-                log.info(
-                    "delete_superseded kind=ConfigMap name=%s/%s", model.namespace, meta["name"]
-                )
-                await self.kube.delete("v1", "ConfigMap", model.namespace, meta["name"])
-
-    async def _delete_superseded_jobs(self, model: api.OrtModel, keep: str) -> None:
-        """Delete this model's engine-build Jobs other than ``keep`` (a superseded spec's)."""
-        selector = engine_job.engine_build_selector(model)
-        for found in await self.kube.list("batch/v1", "Job", model.namespace, selector):
-            meta = found.get("metadata") or {}
-            owners = meta.get("ownerReferences") or []
-            if meta.get("name") == keep or meta.get("deletionTimestamp"):
+        refused = []
+        for manifest in plan.apply:
+            if self._awaiting_own_event(manifest, seen):
                 continue
-            if any(o.get("uid") == model.uid for o in owners):
-                log.info("delete_superseded kind=Job name=%s/%s", model.namespace, meta["name"])
-                await self.kube.delete("batch/v1", "Job", model.namespace, meta["name"])
-
-    async def _delete_if_owned(
-        self, model: api.OrtModel, api_version: str, kind: str, name: str
-    ) -> None:
-        found = await self.kube.get(api_version, kind, model.namespace, name)
-        if found is None:
-            return
-        owners = found.get("metadata", {}).get("ownerReferences") or []
-        if any(o.get("uid") == model.uid for o in owners):
-            log.info("delete_unwanted kind=%s name=%s/%s", kind, model.namespace, name)
-            await self.kube.delete(api_version, kind, model.namespace, name)
-
-    async def observe(self, model: api.OrtModel) -> Observation:
-        """The Deployment, the pods and what each live pod says about itself."""
-        deployment = await self.kube.get("apps/v1", "Deployment", model.namespace, model.name)
-        pods = [
-            p
-            for p in await self.kube.list(
-                "v1", "Pod", model.namespace, render.selector_string(model)
+            meta = manifest["metadata"]
+            found = seen.one(manifest["kind"], meta["name"])
+            try:
+                await self._call(self.kube.apply(manifest))
+            except KubeApiError as error:
+                reason = error.message.split("\n", 1)[0]  # the apiserver appends a diff
+                refused.append(f"{manifest['kind']}/{meta['name']}: {reason}")
+                continue
+            log.info(
+                "event=apply kind=%s name=%s/%s", manifest["kind"], model.namespace, meta["name"]
             )
-            if not p.get("metadata", {}).get("deletionTimestamp")
-        ]
-        reports = await asyncio.gather(
-            *(
-                fetch_runtime_report(
-                    self.http,
-                    str((p.get("status") or {}).get("podIP") or ""),
-                    model.spec.port,
-                    self.settings.runtime_status_timeout_s,
-                )
-                for p in pods
-            )
+            version = str((found or {}).get("metadata", {}).get("resourceVersion", ""))
+            digest = meta["annotations"][children.RENDERED_HASH_ANNOTATION]
+            self._expected[(manifest["kind"], model.namespace, meta["name"])] = (version, digest)
+        if refused:
+            return tuple(refused)
+        for api_version, kind, name in plan.delete:
+            log.info("event=delete kind=%s name=%s/%s", kind, model.namespace, name)
+            await self._call(self.kube.delete(api_version, kind, model.namespace, name))
+        return ()
+
+    async def _observe(
+        self, model: api.OrtModel, memory: _Memory, seen: Snapshot, refused: tuple[str, ...]
+    ) -> Observation:
+        """The Deployment, the pods with their runtime reports, and the pre-build Job."""
+        pods = seen.runtime_pods()
+        uids = {str(p["metadata"].get("uid")) for p in pods}
+        self.reports.forget(memory.pods - uids)
+        memory.pods = uids
+
+        async def fetch(pod: dict[str, Any]) -> Any:
+            ip = str((pod.get("status") or {}).get("podIP") or "")
+            timeout = self.settings.runtime_status_timeout_s
+            return await fetch_runtime_status(self.http, ip, model.spec.port, timeout)
+
+        await self.reports.refresh(pods, fetch)
+        observed = [observe_pod(p, self.reports.report(p)) for p in pods]
+        return Observation(
+            seen.one("Deployment", model.name),
+            observed,
+            self._engine_build(model, seen),
+            refused,
         )
-        observed = [observe_pod(p, r) for p, r in zip(pods, reports, strict=True)]
-        return Observation(deployment, observed, await self.observe_engine_build(model))
 
-    async def observe_engine_build(self, model: api.OrtModel) -> EngineBuild | None:
-        """The current spec's pre-build Job and, until it succeeded, its pods; None if unwanted."""
-        name = self._engine_build_job(model)
-        if not name:
+    def _engine_build(self, model: api.OrtModel, seen: Snapshot) -> EngineBuild | None:
+        plan_job = children.engine_build_job(model, self.settings)
+        if not plan_job:
             return None
-        job = await self.kube.get("batch/v1", "Job", model.namespace, name)
-        pods = []
-        if job is not None and not job_succeeded(job):
-            selector = f"batch.kubernetes.io/job-name={name}"
-            pods = await self.kube.list("v1", "Pod", model.namespace, selector)
-        return observe_engine_build(name, job, pods)
+        job = seen.one("Job", plan_job)
+        pods = seen.job_pods(plan_job) if job is not None and not job_succeeded(job) else []
+        return observe_engine_build(plan_job, job, pods)
+
+    async def _publish(
+        self,
+        body: dict[str, Any],
+        memory: _Memory,
+        outcome: Outcome,
+        previous: dict[str, Any],
+    ) -> None:
+        """Write the status when it changed; post an event per transition (once each)."""
+        meta = body["metadata"]
+        namespace, name = str(meta.get("namespace")), str(meta.get("name"))
+        if outcome.status != previous:
+            await self._call(self.kube.patch_status(namespace, name, outcome.status))
+        memory.written = outcome.status
+        message = str(outcome.status.get("message", ""))
+        if outcome.phase_changed:
+            log.info(
+                "event=phase model=%s/%s phase=%s previous=%s message=%r",
+                namespace,
+                name,
+                outcome.phase,
+                outcome.previous_phase or "-",
+                message,
+            )
+            kind = "Warning" if outcome.phase in WARNING_PHASES else "Normal"
+            await self.kube.post_event(meta, kind, outcome.phase, message)
+        if outcome.invalid_spec and outcome.invalid_spec != memory.invalid:
+            await self.kube.post_event(meta, "Warning", "InvalidSpec", outcome.invalid_spec)
+        memory.invalid = outcome.invalid_spec
+        failure = outcome.engine_build_failure
+        if failure:
+            log.info("event=engine_build_failed model=%s/%s message=%r", namespace, name, failure)
+            await self.kube.post_event(meta, "Warning", "EngineBuildFailed", failure)
+        refusal = "; ".join(outcome.refused)
+        if refusal and refusal != memory.refusal:
+            log.info("event=apply_failed model=%s/%s message=%r", namespace, name, refusal)
+            await self.kube.post_event(meta, "Warning", "ApplyFailed", refusal)
+        memory.refusal = refusal

@@ -18,8 +18,15 @@ class OperatorSettings:
     image_pull_policy: str = "IfNotPresent"
     default_engine_cache_uri: str | None = None
     default_engine_cache_secret: str | None = None
-    resync_interval_s: float = 10.0
+    # The safety net only: children's own events drive reconciling; each model is also looked
+    # at once per interval, at a random moment within it, in case a watch missed something.
+    resync_interval_s: float = 300.0
     runtime_status_timeout_s: float = 2.0
+    # How often a starting pod's /ortkube/status is read (its phases change with no Pod event).
+    runtime_status_poll_s: float = 1.0
+    # Backpressure: models reconciled at once, and apiserver requests in flight at once.
+    workers: int = 8
+    max_inflight: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorSettings:
@@ -30,5 +37,7 @@ class OperatorSettings:
             image_pull_policy=env.get("ORTKUBE_IMAGE_PULL_POLICY", "IfNotPresent"),
             default_engine_cache_uri=env.get("ORTKUBE_ENGINE_CACHE_URI") or None,
             default_engine_cache_secret=env.get("ORTKUBE_ENGINE_CACHE_SECRET") or None,
-            resync_interval_s=float(env.get("ORTKUBE_RESYNC_INTERVAL", "10")),
+            resync_interval_s=float(env.get("ORTKUBE_RESYNC_INTERVAL", "300")),
+            workers=int(env.get("ORTKUBE_WORKERS", "8")),
+            max_inflight=int(env.get("ORTKUBE_MAX_INFLIGHT", "8")),
         )

@@ -6,12 +6,16 @@ of the previous status, so transitions are tested as a table.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from pydantic import ValidationError
+
 from ortkube.operator import render
 from ortkube.operator.api import Condition, OrtModel, OrtModelStatus, Phase
+from ortkube.runtime.contract import EngineExit, RuntimeStatus
+from ortkube.runtime.contract import Phase as RuntimePhase
 
 # Waiting reasons that will not fix themselves: the pod needs a person (or a new spec).
 STUCK_REASONS = frozenset(
@@ -25,36 +29,27 @@ STUCK_REASONS = frozenset(
     }
 )
 # How far along a runtime is, to report the most advanced pod while none serves yet.
-_PROGRESS = {Phase.FETCHING: 1, Phase.BUILDING: 2, Phase.WARMING_UP: 3, Phase.READY: 4}
+_PROGRESS = {
+    RuntimePhase.FETCHING: 1,
+    RuntimePhase.BUILDING: 2,
+    RuntimePhase.WARMING_UP: 3,
+    RuntimePhase.READY: 4,
+}
+# A runtime phase shown as the OrtModel's while no replica serves.
+_MODEL_PHASE = {
+    RuntimePhase.FETCHING: Phase.FETCHING,
+    RuntimePhase.BUILDING: Phase.BUILDING,
+    RuntimePhase.WARMING_UP: Phase.WARMING_UP,
+    RuntimePhase.READY: Phase.WARMING_UP,  # ready but not yet seen Ready by its probe
+}
 
 
-@dataclass(frozen=True)
-class RuntimeReport:
-    """A runtime pod's ``GET /ortkube/status`` answer."""
-
-    phase: Phase
-    provider: str = ""
-    providers_dropped: dict[str, str] = field(default_factory=dict)
-    engine_cache_key: str = ""
-    message: str = ""
-
-    @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> RuntimeReport | None:
-        """Parse the runtime's JSON; None when it is not a status we understand."""
-        try:
-            phase = Phase(payload.get("phase", ""))
-        except ValueError:
-            return None
-        dropped = payload.get("providers_dropped") or {}
-        return cls(
-            phase=phase,
-            provider=str(payload.get("provider") or ""),
-            providers_dropped={str(k): str(v) for k, v in dropped.items()}
-            if isinstance(dropped, dict)
-            else {},
-            engine_cache_key=str(payload.get("engine_cache_key") or ""),
-            message=str(payload.get("message") or ""),
-        )
+def parse_runtime_status(payload: object) -> RuntimeStatus | None:
+    """A runtime's ``/ortkube/status`` JSON; None when it is not a status this operator knows."""
+    try:
+        return RuntimeStatus.model_validate(payload)
+    except ValidationError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -66,10 +61,19 @@ class PodObservation:
     ip: str = ""
     waiting_reason: str = ""
     waiting_message: str = ""
-    report: RuntimeReport | None = None
+    report: RuntimeStatus | None = None
+    unschedulable: str = ""  # the scheduler's reason, while it cannot place the pod
 
 
-def observe_pod(pod: dict[str, Any], report: RuntimeReport | None = None) -> PodObservation:
+def unschedulable_message(pod: dict[str, Any]) -> str:
+    """The scheduler's message when it cannot place ``pod``; empty otherwise."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return str(condition.get("message") or condition.get("reason") or "unschedulable")
+    return ""
+
+
+def observe_pod(pod: dict[str, Any], report: RuntimeStatus | None = None) -> PodObservation:
     """Reduce a Pod object (as the apiserver returns it) to what status needs."""
     status = pod.get("status") or {}
     ready = any(
@@ -88,6 +92,7 @@ def observe_pod(pod: dict[str, Any], report: RuntimeReport | None = None) -> Pod
         waiting_reason=str(waiting.get("reason") or ""),
         waiting_message=str(waiting.get("message") or ""),
         report=report,
+        unschedulable=unschedulable_message(pod),
     )
 
 
@@ -114,12 +119,6 @@ class EngineBuild:
         return self.state is BuildState.SUCCEEDED
 
 
-# What `ortkube engine build`'s exit codes mean (runtime/ortkube/runtime/engine/cli.py).
-BUILD_EXIT_MEANINGS = {
-    1: "the build or the engine cache failed",
-    2: "bad config or model",
-    3: "timed out waiting for another builder",
-}
 _MESSAGE_MAX = 500
 
 
@@ -146,7 +145,8 @@ def _failed_pod_detail(pods: list[dict[str, Any]]) -> str:
             lines = [line for line in str(terminated.get("message") or "").splitlines() if line]
             if lines:
                 return f"pod {name} exited with code {code}: {lines[-1][-_MESSAGE_MAX:]}"
-            meaning = BUILD_EXIT_MEANINGS.get(code, "the build failed")
+            known = code in EngineExit._value2member_map_
+            meaning = EngineExit(code).meaning if known else "the build failed"
             return f"pod {name} exited with code {code} ({meaning}; see its log)"
         if status.get("reason"):
             return f"pod {name}: {status['reason']}: {status.get('message', '')}".rstrip(": ")
@@ -157,10 +157,9 @@ def _pending_pod_detail(pods: list[dict[str, Any]]) -> str:
     """Why the newest Job pod has not started: unschedulable, or its container's wait."""
     for pod in _newest_first(pods)[:1]:
         name = (pod.get("metadata") or {}).get("name", "")
-        status = pod.get("status") or {}
-        for condition in status.get("conditions") or []:
-            if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-                return f"pod {name} cannot be scheduled: {condition.get('message', '')}"
+        unschedulable = unschedulable_message(pod)
+        if unschedulable:
+            return f"pod {name} cannot be scheduled: {unschedulable}"
         observed = observe_pod(pod)
         if observed.waiting_reason:
             return f"pod {name}: {observed.waiting_reason} {observed.waiting_message}".strip()
@@ -199,11 +198,13 @@ def observe_engine_build(
 
 @dataclass(frozen=True)
 class Observation:
-    """Everything gathered for one model in one pass (``engine_build``: None when no Job)."""
+    """Everything gathered for one model in one pass (``engine_build``: None when no Job;
+    ``refused``: the children the apiserver refused this pass, as ``Kind/name: message``)."""
 
     deployment: dict[str, Any] | None
     pods: list[PodObservation]
     engine_build: EngineBuild | None = None
+    refused: tuple[str, ...] = ()
 
 
 def _counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
@@ -214,7 +215,7 @@ def _counts(deployment: dict[str, Any] | None) -> tuple[int, int]:
 def _failure(pods: list[PodObservation]) -> str:
     """A message for the first pod that cannot get better by itself; empty when none."""
     for pod in pods:
-        if pod.report is not None and pod.report.phase is Phase.FAILED:
+        if pod.report is not None and pod.report.phase is RuntimePhase.FAILED:
             return f"pod {pod.name}: {pod.report.message or 'runtime failed'}"
         if pod.waiting_reason in STUCK_REASONS:
             detail = f": {pod.waiting_message}" if pod.waiting_message else ""
@@ -222,14 +223,36 @@ def _failure(pods: list[PodObservation]) -> str:
     return ""
 
 
+def _unschedulable(pods: list[PodObservation]) -> str:
+    for pod in pods:
+        if pod.unschedulable:
+            return f"pod {pod.name} cannot be scheduled: {pod.unschedulable}"
+    return ""
+
+
+def _rollout_stalled(deployment: dict[str, Any] | None) -> str:
+    """The Deployment's own verdict that its rollout passed progressDeadlineSeconds."""
+    for condition in ((deployment or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Progressing" and condition.get("reason") == (
+            "ProgressDeadlineExceeded"
+        ):
+            return f"rollout stalled: {condition.get('message', '')}".rstrip(": ")
+    return ""
+
+
 def _starting_phase(pods: list[PodObservation]) -> tuple[Phase, str]:
     """The most advanced phase a not-yet-serving pod reports (Pending when none reports)."""
     reports = [p.report for p in pods if p.report is not None and p.report.phase in _PROGRESS]
     if not reports:
-        return Phase.PENDING, "waiting for runtime pods to start"
+        unschedulable = _unschedulable(pods)
+        return Phase.PENDING, unschedulable or "waiting for runtime pods to start"
     best = max(reports, key=lambda r: _PROGRESS[r.phase])
-    phase = Phase.WARMING_UP if best.phase is Phase.READY else best.phase
+    phase = _MODEL_PHASE[best.phase]
     return phase, best.message or f"runtime is {phase.value}"
+
+
+def _refused(refused: tuple[str, ...]) -> str:
+    return "apiserver refused " + "; ".join(refused)
 
 
 def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
@@ -238,6 +261,12 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
     _, ready = _counts(seen.deployment)
     failure = _failure(seen.pods)
     build = seen.engine_build
+    if seen.refused:
+        # Something the model needs does not exist as rendered: never Ready, and Failed
+        # unless earlier children still serve.
+        if ready > 0:
+            return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {_refused(seen.refused)}"
+        return Phase.FAILED, _refused(seen.refused)
     if desired == 0:
         return Phase.PENDING, "scaled to zero replicas"
     if build is not None and build.state is BuildState.FAILED:
@@ -255,8 +284,11 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
     if ready >= desired:
         return Phase.READY, f"{ready}/{desired} replicas ready"
     if ready > 0:
-        why = failure or "the others are starting"
-        return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {why}"
+        why = failure or _unschedulable(seen.pods) or _rollout_stalled(seen.deployment)
+        if why:
+            return Phase.DEGRADED, f"{ready}/{desired} replicas ready; {why}"
+        # Scaling up (or a first rollout) is progress: the model serves, more are starting.
+        return Phase.READY, f"{ready}/{desired} replicas ready; {desired - ready} starting"
     if failure:
         return Phase.FAILED, failure
     if seen.deployment is None:
@@ -267,8 +299,8 @@ def compute_phase(model: OrtModel, seen: Observation) -> tuple[Phase, str]:
 def _engine_condition(seen: Observation, generation: int, now: str) -> Condition:
     build = seen.engine_build
     reports = [p.report for p in seen.pods if p.report is not None]
-    loaded = any(r.phase in (Phase.WARMING_UP, Phase.READY) for r in reports)
-    failed = next((r for r in reports if r.phase is Phase.FAILED), None)
+    loaded = any(r.phase in (RuntimePhase.WARMING_UP, RuntimePhase.READY) for r in reports)
+    failed = next((r for r in reports if r.phase is RuntimePhase.FAILED), None)
     if build is not None and build.state is BuildState.FAILED:
         status, reason, message = "False", "EngineBuildFailed", build.message
     elif build is not None and not build.done:
@@ -280,7 +312,7 @@ def _engine_condition(seen: Observation, generation: int, now: str) -> Condition
         status, reason, message = "False", "EngineFailed", failed.message
     elif build is not None:
         status, reason, message = "True", "EngineBuilt", build.message
-    elif any(r.phase is Phase.BUILDING for r in reports):
+    elif any(r.phase is RuntimePhase.BUILDING for r in reports):
         status, reason, message = "False", "Building", "building the engine"
     elif reports:
         status, reason, message = "False", "Fetching", "fetching the model"
@@ -344,22 +376,35 @@ def _ready_and_progressing(
     build: EngineBuild | None,
     generation: int,
     now: str,
+    *,
+    refused: bool = False,
+    all_ready: bool = True,
 ) -> list[Condition]:
     serving = "True" if phase in (Phase.READY, Phase.DEGRADED) else "False"
     build_failed = build is not None and build.state is BuildState.FAILED
     reason = "EngineBuildFailed" if build_failed and phase is Phase.FAILED else None
+    if refused and phase is Phase.FAILED:
+        reason = "ApplyFailed"
+    if phase is Phase.READY and not all_ready:
+        reason = "SomeReplicasReady"
     reason = reason or _READY_REASONS.get(phase, phase.value)
     ready = _condition("Ready", serving, reason, message, generation=generation, now=now)
-    if build_failed:
+    if refused:
+        progress = ("False", "ApplyFailed", message)
+    elif build_failed:
         progress = ("False", "EngineBuildFailed", message)
     elif phase is Phase.FAILED:
         progress = ("False", "RuntimeFailed", message)
     elif phase in (Phase.READY, Phase.DEGRADED) and build is not None and not build.done:
         progress = ("True", "BuildingEngine", build.message)
+    elif phase is Phase.READY and not all_ready:
+        progress = ("True", "ScalingUp", message)
     elif phase is Phase.READY and rolling:
         progress = ("True", "RollingOut", "replacing pods with the current spec")
     elif phase is Phase.READY:
         progress = ("False", "Complete", "all replicas serve the current spec")
+    elif phase is Phase.DEGRADED:
+        progress = ("False", "ReplicasFailing", message)
     else:
         progress = ("True", phase.value, message)
     return [ready, _condition("Progressing", *progress, generation=generation, now=now)]
@@ -370,6 +415,7 @@ def compute_status(
 ) -> OrtModelStatus:
     """The whole status for one pass; ``previous`` is the status now stored on the object."""
     phase, message = compute_phase(model, seen)
+    replicas, ready = _counts(seen.deployment)
     conditions = [
         *_ready_and_progressing(
             phase,
@@ -378,12 +424,16 @@ def compute_status(
             seen.engine_build,
             model.generation,
             now,
+            refused=bool(seen.refused),
+            all_ready=ready >= model.spec.replicas,
         ),
         _engine_condition(seen, model.generation, now),
     ]
-    replicas, ready = _counts(seen.deployment)
     reports = [p.report for p in sorted(seen.pods, key=lambda p: not p.ready) if p.report]
     first = reports[0] if reports else None
+    # With no pod at all (scaled to zero) nothing runs on any provider; while pods exist
+    # but none answers yet, the last known report stands.
+    kept = previous if seen.pods else {}
     return OrtModelStatus(
         phase=phase,
         message=message,
@@ -393,10 +443,10 @@ def compute_status(
         ready_replicas=ready,
         selector=render.selector_string(model),
         endpoint=render.endpoint(model),
-        provider=first.provider if first else str(previous.get("provider") or ""),
-        engine_cache_key=first.engine_cache_key
+        provider=(first.provider or "") if first else str(kept.get("provider") or ""),
+        engine_cache_key=(first.engine_cache_key or "")
         if first
-        else str(previous.get("engineCacheKey") or ""),
+        else str(kept.get("engineCacheKey") or ""),
     )
 
 

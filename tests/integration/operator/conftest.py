@@ -24,7 +24,10 @@ from tests.integration.kube_waits import wait_for
 
 REPO = Path(__file__).resolve().parents[3]
 CRD = REPO / "crds" / "ortmodel.yaml"
-RESYNC_S = 1.0
+# Far beyond any test's waits: whatever a test sees happen came from a watch event.
+RESYNC_S = 600.0
+# Long enough for passes to have happened when a test checks that nothing more does.
+SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_ortmodel_becomes_ready_and_serves_inference(
     assert status["readyReplicas"] == 1
     engine = next(c for c in status["conditions"] if c["type"] == "EngineReady")
     assert (engine["status"], engine["reason"]) == ("True", "EngineLoaded")
-    phases = [e["reason"] for e in ns.events("mlp") if e["source"].get("component") == "kopf"]
+    phases = [e["reason"] for e in ns.events("mlp") if e["source"].get("component") == "ortkube"]
     assert "Ready" in phases
 
     batch = np.random.default_rng(1).standard_normal((3, 16)).astype(np.float32)

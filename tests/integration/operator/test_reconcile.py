@@ -10,7 +10,7 @@ import pytest
 from ortkube.operator.children import config_maps_in_use
 from tests.integration.kube_waits import wait_for
 
-from .conftest import RESYNC_S, Kube, OperatorProcess
+from .conftest import SETTLE_S, Kube, OperatorProcess
 
 pytestmark = pytest.mark.controlplane
 
@@ -136,7 +136,7 @@ def test_pods_land_on_a_node_with_the_requested_gpu(ns: Kube, operator: Operator
         assert node["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
     elsewhere = {**scheduling, "gpuProduct": "NVIDIA-B200"}
     ns.apply(ortmodel("unplaced", scheduling=elsewhere))
-    time.sleep(RESYNC_S * 3)
+    time.sleep(SETTLE_S)
     assert not [
         p
         for p in ns.items("pods", "app.kubernetes.io/instance=unplaced")
@@ -153,7 +153,7 @@ def test_spec_edit_rolls_pods_and_unchanged_apply_changes_nothing(
     generation = first["metadata"]["generation"]
     template_hash = first["spec"]["template"]["metadata"]["annotations"]["ortkube.io/config-hash"]
     assert "unchanged" in ns.apply(manifest)
-    time.sleep(RESYNC_S * 4)  # several resyncs re-apply the same render
+    time.sleep(SETTLE_S)  # the events of the apply come back: nothing is re-applied
     assert deployment(ns, "bert")["metadata"]["generation"] == generation
 
     manifest["spec"]["precision"] = "fp16"
@@ -240,7 +240,7 @@ def test_a_refused_child_does_not_hold_the_others_back(ns: Kube, operator: Opera
     )
     assert (events[0]["type"], events[0]["reason"]) == ("Warning", "ApplyFailed")
     assert "immutable" in events[0]["message"]
-    time.sleep(RESYNC_S * 3)  # later passes meet the same refusal: no new event for it
+    time.sleep(SETTLE_S)  # later passes meet the same refusal: no new event for it
     assert len([e for e in ns.events("cache") if e["reason"] == "ApplyFailed"]) == 1
 
 
@@ -290,7 +290,7 @@ def test_operator_restarted_mid_way_converges_without_duplicates(
     manifest["spec"]["precision"] = "fp16"
     manifest["spec"]["replicas"] = 3
     ns.apply(manifest)
-    time.sleep(RESYNC_S * 2)
+    time.sleep(SETTLE_S)
     assert deployment(ns, "restart")["spec"]["replicas"] == 2  # nobody reconciles meanwhile
     operator.start()
     wait_for(lambda: deployment(ns, "restart")["spec"]["replicas"] == 3, 60, "3 replicas")
