@@ -256,7 +256,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--clients", default="1,4,8,16,32,64")
     parser.add_argument("--seconds", type=float, default=2.5, help="per hey level")
-    parser.add_argument("--inprocess-seconds", type=float, default=2.5)
+    parser.add_argument("--inprocess-seconds", type=float, default=2.0)
     parser.add_argument("--p50-seconds", type=float, default=1.5)
     parser.add_argument("--ready-timeout", type=float, default=240)
     parser.add_argument("--provider", default=CUDA)

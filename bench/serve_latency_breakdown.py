@@ -160,8 +160,45 @@ async def in_process_steps(model_path: Path, workdir: Path, provider: str) -> di
             lambda: asyncio.get_running_loop().run_in_executor(runner._executor, int)
         ),
     }
+
+    def run_after_idle() -> float:
+        time.sleep(0.0008)  # the gap between two requests of one client
+        started = time.perf_counter_ns()
+        runner.run_sync(decoded.inputs, names)
+        return time.perf_counter_ns() - started
+
+    for _ in range(50):
+        run_after_idle()
+    steps["ort_run_after_0.8ms_idle"] = (
+        statistics.median(run_after_idle() for _ in range(1000)) / 1000
+    )
+    steps["process_ping_pong_64B"] = ping_pong_us()
     host.close()
     return steps
+
+
+def ping_pong_us(count: int = 3000) -> float:
+    """Median round trip of 64 bytes to another process over a Unix socketpair."""
+    import os
+    import socket
+
+    parent, child = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        parent.close()
+        while data := child.recv(64):
+            child.sendall(data)
+        os._exit(0)
+    child.close()
+    samples = []
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        parent.sendall(b"x" * 64)
+        parent.recv(64)
+        samples.append(time.perf_counter_ns() - started)
+    parent.close()
+    os.waitpid(pid, 0)
+    return statistics.median(samples[100:]) / 1000
 
 
 def bare_p50(mode: str, model_path: Path, provider: str, seconds: float) -> float:

@@ -53,8 +53,13 @@ def throughput_table(inprocess: dict, rows: list, labels: list[str]) -> list[str
         if not mine:
             continue
         ceiling = _ceiling(scenario, inprocess)
-        unit = "rows/s at b64" if scenario == "bert-batch" else "req/s"
-        line = f"| {title} | {ceiling:,.0f} {unit} |"
+        result = inprocess[MODEL_OF[scenario]]
+        if scenario == "bert-batch":
+            callers = max(result["batch_rows_per_s"], key=lambda k: result["batch_rows_per_s"][k])
+            unit = "rows/s at b64"
+        else:
+            callers, unit = result.get("best_callers", "?"), "req/s"
+        line = f"| {title} | {ceiling:,.0f} {unit} ({callers} callers) |"
         ratio = 0.0
         for label in labels:
             row = next((r for r in mine if r.label == label), None)

@@ -48,6 +48,11 @@ final)
   timeout "${BENCH_TIMEOUT:-420}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
     --server "before=$old" --server "after=.@${COMMIT:-working tree}" ${BENCH_ARGS:-} \
     --out "$OUT/gpu_serving_h200.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
+  # The steps as today's code times them, and p50 of the new server against the same parts.
+  PYTHONPATH=/tmp/site:/tmp/old/runtime:/tmp/old/operator:$PWD timeout 120 \
+    python3 bench/serve_latency_breakdown.py --source "$PWD" --out "$OUT/breakdown.json" \
+    > "$LOGS/breakdown.log" 2>&1
+  tail -24 "$LOGS/breakdown.log"
   ;;
 suite)
   export PYTHONPATH=/tmp/site:$PWD/runtime:$PWD/operator:$PWD
