@@ -13,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ortkube.runtime.errors import ModelNotReady, RuntimeServingError
-from ortkube.runtime.ipc import OK, FramedProtocol, Message
+from ortkube.runtime.ipc import OK, RELEASE, FramedProtocol, Message
 
 log = logging.getLogger("ortkube.runtime.engine_link")
 
 _CONNECT_RETRY_S = 0.05
+# Output slots given back ride on the next infer message; alone, they leave after this long.
+# One message fewer per request: each message wakes the engine.
+_RELEASE_FLUSH_S = 0.02
 
 
 class EngineError(RuntimeServingError):
@@ -38,6 +41,8 @@ class EngineLink:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count(1)
         self.lost = False
+        self._released: list[str] = []
+        self._flush: asyncio.TimerHandle | None = None
 
     @property
     def in_flight(self) -> int:
@@ -74,6 +79,24 @@ class EngineLink:
         """Send a message that has no reply."""
         if self._protocol is not None:
             self._protocol.send((kind, 0, body))
+
+    def release(self, slot_name: str) -> None:
+        """Give an engine's output slot back (with the next infer, or shortly)."""
+        self._released.append(slot_name)
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(
+                _RELEASE_FLUSH_S, self._flush_released
+            )
+
+    def take_released(self) -> list[str]:
+        """Slots to give back with the message about to leave."""
+        released, self._released = self._released, []
+        return released
+
+    def _flush_released(self) -> None:
+        self._flush = None
+        if self._released:
+            self.send(RELEASE, self.take_released())
 
     def _on_message(self, protocol: FramedProtocol, message: Message) -> None:
         status, request_id, body = message

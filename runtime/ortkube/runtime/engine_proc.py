@@ -82,11 +82,10 @@ class EngineServer:
         kind, request_id, body = message
         connection = self.connections[protocol]
         if kind == RELEASE:
-            slot = connection.lent.pop(body, None)
-            if slot is not None:
-                self._give_back(slot)
+            self._take_back(connection, body)
             return
         if kind == INFER:
+            self._take_back(connection, body[4])
             task = asyncio.ensure_future(self._infer(connection, request_id, body))
         elif kind == STATUS:
             protocol.send((OK, request_id, self.host.status_document()))
@@ -106,7 +105,7 @@ class EngineServer:
             protocol.send((ERROR, request_id, error_reply(error)))
 
     async def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
-        slot_name, layout, output_names, forget = body
+        slot_name, layout, output_names, forget, _ = body
         self.attachments.forget(forget)
         connection.mapped.difference_update(forget)
         try:
@@ -136,6 +135,13 @@ class EngineServer:
             self.pool.take_retired(),
         )
         connection.protocol.send((OK, request_id, reply))
+
+    def _take_back(self, connection: _Connection, names: list[str]) -> None:
+        """Output slots the front-end is done with return to the pool."""
+        for name in names:
+            slot = connection.lent.pop(name, None)
+            if slot is not None:
+                self._give_back(slot)
 
     def _give_back(self, slot: Slot) -> None:
         self.pool.release(slot)

@@ -25,7 +25,7 @@ from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.engine_link import EngineLink
 from ortkube.runtime.errors import ModelNotReady
-from ortkube.runtime.ipc import DESCRIBE, INFER, RELEASE, STATUS
+from ortkube.runtime.ipc import DESCRIBE, INFER, STATUS
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import RuntimeMetrics, bind_request_metrics, create_metrics, exposition
 from ortkube.runtime.model_host import InferOutcome
@@ -124,7 +124,8 @@ class FrontendBackend:
         except Exception:
             self._release(slot)
             raise
-        future = link.call(INFER, (slot.name, layout, names, self.pool.take_retired()))
+        body = (slot.name, layout, names, self.pool.take_retired(), link.take_released())
+        future = link.call(INFER, body)
         try:
             reply = await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -145,7 +146,7 @@ class FrontendBackend:
             RunResult([], queue_s, compute_s),
             _batch_size(request),
             executions,
-            release=lambda: link.send(RELEASE, out_name),
+            release=lambda: link.release(out_name),
         )
 
     def _acquire(self, nbytes: int) -> Slot:
@@ -159,7 +160,7 @@ class FrontendBackend:
     def _abandon(self, link: EngineLink, slot: Slot, done: asyncio.Future[Any]) -> None:
         self._release(slot)
         if not done.cancelled() and done.exception() is None:
-            link.send(RELEASE, done.result()[0])
+            link.release(done.result()[0])
 
     async def watch_engines(self) -> None:
         """Connect to every engine, follow their phase until ready, then post this worker
