@@ -96,6 +96,14 @@ def test_open_store_picks_the_s3_store_for_an_s3_uri(tmp_path: Path) -> None:
     assert (opened.bucket, opened.prefix, opened.uri) == ("b", "p", "s3://b/p")
 
 
+def test_a_malformed_endpoint_is_an_engine_cache_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "not a url")
+    with pytest.raises(EngineCacheError, match=r"engine_cache\.uri s3://b/p: Invalid endpoint"):
+        open_store("s3://b/p", tmp_path)
+
+
 def test_put_uploads_files_then_manifest_and_get_downloads_verified_copy(
     store: S3Store, tmp_path: Path
 ) -> None:

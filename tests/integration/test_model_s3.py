@@ -7,6 +7,7 @@ variables boto3 reads, and a flaky server on loopback shows botocore retrying pe
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,3 +125,20 @@ async def test_s3_errors_are_retried_by_botocore_as_often_as_the_policy_says(
         with pytest.raises(ModelDownloadError, match=r"could not read s3://models/team/mlp\.onnx"):
             await fetch_model(config)
     assert flaky_s3.requests == requests
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AWS_ENDPOINT_URL", "not a url", "Invalid endpoint: not a url"),
+        ("ORTKUBE_S3_ADDRESSING_STYLE", "sideways", "ORTKUBE_S3_ADDRESSING_STYLE='sideways'"),
+    ],
+)
+async def test_a_bad_s3_setting_is_a_model_source_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, variable: str, value: str, message: str
+) -> None:
+    aws_env(monkeypatch, "http://127.0.0.1:9", "AWS_ENDPOINT_URL")
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ModelSourceError, match=re.escape(message)) as error:
+        await fetch_model(source("s3://models/team/mlp.onnx", tmp_path))
+    assert not isinstance(error.value, ModelDownloadError)

@@ -26,7 +26,11 @@ def download_s3_model(location: Location, into: Path, retry: RetryPolicy) -> tup
     """Stream the object into a temp file in ``into``; return (path, sha256)."""
     uri = location.uri
     try:
-        response = s3_client(retry).get_object(Bucket=location.bucket, Key=location.key)
+        client = s3_client(retry)
+    except ValueError as error:  # boto3's for a malformed AWS_ENDPOINT_URL, or ours
+        raise ModelSourceError(f"model.uri: cannot reach {uri}: {error}") from error
+    try:
+        response = client.get_object(Bucket=location.bucket, Key=location.key)
         total = int(response["ContentLength"]) if "ContentLength" in response else None
         with PartialDownload(into, uri, total) as part:
             for chunk in response["Body"].iter_chunks(CHUNK_BYTES):

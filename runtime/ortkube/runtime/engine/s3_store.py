@@ -66,7 +66,11 @@ class S3Store:
     def open(cls, location: Location, local_root: Path | None = None) -> S3Store:
         """The store at ``s3://bucket/prefix``, with boto3's client from the environment."""
         root = local_root or Path(tempfile.gettempdir()) / "ortkube-engines"
-        return cls(location.bucket, location.key, s3_client(STORE_RETRY), root)
+        try:
+            client = s3_client(STORE_RETRY)
+        except ValueError as error:  # boto3's for a malformed AWS_ENDPOINT_URL, or ours
+            raise EngineCacheError(f"engine_cache.uri {location.uri}: {error}") from error
+        return cls(location.bucket, location.key, client, root)
 
     @property
     def uri(self) -> str:
