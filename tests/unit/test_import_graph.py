@@ -3,7 +3,8 @@
 Edges come from every ``import``/``from ... import`` in a module, at any depth (a function-level
 import that dodges a cycle is still an edge), except under ``if TYPE_CHECKING:``. Importing
 ``a.b.c`` from outside the package ``a.b`` also runs ``a/b/__init__.py`` first, so that is an
-edge too: it is how ``source -> engine.s3_client -> engine/__init__ -> ... -> source`` cycles.
+edge too: it is how ``source -> engine.s3_client -> engine/__init__ -> ... -> source`` cycled.
+The same graph shows the product (operator/, runtime/) importing nothing of the dev tooling.
 """
 
 from __future__ import annotations
@@ -15,9 +16,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# Each folder holds one half of the ``ortkube`` namespace package.
-NAMESPACE_ROOTS = ("operator", "runtime")
 PREFIX = "ortkube"
+# Each of these folders holds a portion of the ``ortkube`` namespace package: the product's
+# two halves, and the dev tooling's distribution beside them.
+NAMESPACE_ROOTS = sorted(
+    p.parent.name for p in REPO.glob(f"*/{PREFIX}") if p.is_dir() and any(p.rglob("*.py"))
+)
+PRODUCT_ROOTS = ("operator", "runtime")
 
 Graph = dict[str, set[str]]
 
@@ -157,6 +162,19 @@ def test_ortkube_modules_import_each_other_without_a_cycle() -> None:
     )
 
 
+def imports_leaving(repo: Path, roots: Iterable[str], product: Iterable[str]) -> list[str]:
+    """``module -> target`` for each import from the ``product`` roots of anything outside."""
+    graph = import_graph(repo / root for root in roots)
+    inside = set(module_names(repo / root for root in product))
+    return sorted(f"{m} -> {t}" for m in inside for t in graph[m] if t not in inside)
+
+
+def test_the_product_imports_nothing_of_the_dev_tooling() -> None:
+    assert set(PRODUCT_ROOTS) <= set(NAMESPACE_ROOTS)
+    leaks = imports_leaving(REPO, NAMESPACE_ROOTS, PRODUCT_ROOTS)
+    assert not leaks, "the product (operator/, runtime/) imports dev tooling:\n" + "\n".join(leaks)
+
+
 def _plant(root: Path, files: dict[str, str]) -> Path:
     for relative, text in files.items():
         path = root / relative
@@ -221,3 +239,15 @@ def test_imports_for_type_checking_and_inside_a_package_are_not_cycles(tmp_path:
         },
     )
     assert find_cycles(import_graph([root])) == []
+
+
+def test_a_planted_import_of_dev_tooling_is_found(tmp_path: Path) -> None:
+    _plant(
+        tmp_path,
+        {
+            "runtime/ortkube/runtime/sample.py": "def port():\n    from ortkube.dev import free\n",
+            "devtools/ortkube/dev/__init__.py": "free = 0\n",
+        },
+    )
+    leaks = imports_leaving(tmp_path, ["devtools", "runtime"], ["runtime"])
+    assert leaks == ["ortkube.runtime.sample -> ortkube.dev"]
