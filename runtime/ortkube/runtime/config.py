@@ -85,7 +85,7 @@ class ModelSourceConfig(StrictModel):
 
     uri: str = Field(
         description="Local path, file://, http://, https:// or s3:// URI of the .onnx file "
-        "(s3 credentials and endpoint from AWS_* / ORTKUBE_S3_ENDPOINT_URL; an http bearer "
+        "(s3 endpoint and credentials from boto3's AWS_* variables; an http bearer "
         "token from ORTKUBE_MODEL_TOKEN)."
     )
     sha256: str | None = Field(
