@@ -61,7 +61,7 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY operator/ortkube operator/ortkube
+# The runtime alone: it never imports the operator (the wheel builds without operator/).
 COPY runtime/ortkube runtime/ortkube
 RUN /opt/venv/bin/pip install --no-cache-dir ".[gpu]" "tensorrt-cu13-libs==${TENSORRT_LIBS_VERSION}" \
     && ln -s "$(/opt/venv/bin/python -c 'import tensorrt_libs, os; print(os.path.dirname(tensorrt_libs.__file__))')" /opt/venv/tensorrt_libs \

@@ -10,9 +10,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# Reinstall only when the dependency list changes (editable install picks up code changes).
-$(STAMP): pyproject.toml | $(BIN)/python
+# Reinstall only when a dependency list changes (editable installs pick up code changes).
+# Two distributions: the product (ortkube) and the developers' tools (devtools/: the dev
+# control plane, the podrunner, the demo; they add `ortkube dev` and `ortkube demo`).
+$(STAMP): pyproject.toml devtools/pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e devtools
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""``ortkube dev``: build, start, stop and inspect the local Kubernetes control plane."""
+"""``ortkube dev``: build and run a local Kubernetes control plane (from ortkube-devtools)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``ortkube demo``: bring up the dev control plane, install the chart, serve one model, call it."""
+"""``ortkube demo``: the dev control plane, the chart, the operator, one served model, one call."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ortkube.demo.tools import Tools
 
-# operator/ortkube/demo/chart.py -> the repository root (the demo runs from a checkout).
+# devtools/ortkube/demo/chart.py -> the repository root (the demo runs from a checkout).
 REPO = Path(__file__).resolve().parents[3]
 CHART_DIR = REPO / "charts" / "ortkube"
 OPERATOR_SELECTOR = "app.kubernetes.io/name=ortkube-operator"
