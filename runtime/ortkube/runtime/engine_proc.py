@@ -70,6 +70,8 @@ class EngineServer:
         self.attachments = Attachments()
         self.connections: dict[FramedProtocol, _Connection] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        # Infer requests received and not yet answered.
+        self.infers = 0
         self._slots_gauge = host.metrics.shm_slots_in_use.labels(role="engine")
 
     def protocol(self) -> FramedProtocol:
@@ -86,7 +88,9 @@ class EngineServer:
             return
         if kind == INFER:
             self._take_back(connection, body[4])
+            self.infers += 1
             task = asyncio.ensure_future(self._infer(connection, request_id, body))
+            task.add_done_callback(self._infer_done)
         elif kind == STATUS:
             protocol.send((OK, request_id, self.host.status_document()))
             return
@@ -111,7 +115,10 @@ class EngineServer:
         try:
             connection.mapped.add(slot_name)
             feeds = read_tensors(self.attachments.get(slot_name), layout)
-            result, executions = await self.host.execute(feeds, output_names)
+            # A lone request runs on this loop at once (no thread hop, no batcher glue); with
+            # others in flight it goes to the runner threads or the batcher.
+            alone = self.infers == 1
+            result, executions = await self.host.execute(feeds, output_names, alone)
             del feeds
             named = list(zip(output_names, result.outputs, strict=True))
             slot = self.pool.acquire(tensors_size(result.outputs))
@@ -135,6 +142,9 @@ class EngineServer:
             self.pool.take_retired(),
         )
         connection.protocol.send((OK, request_id, reply))
+
+    def _infer_done(self, task: asyncio.Task[None]) -> None:
+        self.infers -= 1
 
     def _take_back(self, connection: _Connection, names: list[str]) -> None:
         """Output slots the front-end is done with return to the pool."""

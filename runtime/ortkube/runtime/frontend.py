@@ -47,6 +47,8 @@ from ortkube.runtime.signature import ModelSignature
 log = logging.getLogger("ortkube.runtime.frontend")
 
 _STATUS_POLL_S = 0.1
+# An engine running a long request on its loop answers status late; the last answer stands.
+_STATUS_WAIT_S = 1.0
 
 
 def _batch_size(request: InferRequest) -> int:
@@ -68,6 +70,7 @@ class FrontendBackend:
         self.signature: ModelSignature | None = None
         self.provider = ""
         self.last_status: dict[str, Any] = {"phase": "Fetching", "message": ""}
+        self.engine_status: dict[int, dict[str, Any]] = {}
         self._slots_gauge = metrics.shm_slots_in_use.labels(role="frontend")
 
     @property
@@ -94,12 +97,7 @@ class FrontendBackend:
 
     async def status(self) -> dict[str, Any]:
         """The engines' status document, with every process's state from the board."""
-        documents: list[dict[str, Any]] = []
-        for link in self.links:
-            try:
-                documents.append(await asyncio.wait_for(link.call(STATUS, None), 5))
-            except Exception as error:
-                documents.append({**self.last_status, "phase": "Failed", "message": str(error)})
+        documents = [await self._engine_status(link) for link in self.links]
         document = next((d for d in documents if d.get("phase") != "Ready"), documents[0])
         dead = self.liveness()
         if dead is not None:
@@ -108,6 +106,19 @@ class FrontendBackend:
             {"role": m.role, "index": m.index, "pid": m.pid, "state": m.state.name.lower()}
             for m in self.board.members()
         ]
+        return document
+
+    async def _engine_status(self, link: EngineLink) -> dict[str, Any]:
+        """One engine's status; while it is busy in a long run, the last one it gave."""
+        try:
+            document: dict[str, Any] = await asyncio.wait_for(
+                asyncio.shield(link.call(STATUS, None)), _STATUS_WAIT_S
+            )
+        except TimeoutError:
+            return dict(self.engine_status.get(link.index, self.last_status))
+        except Exception as error:
+            return {**self.last_status, "phase": "Failed", "message": str(error)}
+        self.engine_status[link.index] = document
         return document
 
     async def infer(self, request: InferRequest) -> InferOutcome:

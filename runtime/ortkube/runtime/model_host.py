@@ -202,13 +202,19 @@ class ModelHost:
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
-    async def execute(self, feeds: Feeds, output_names: Sequence[str]) -> tuple[RunResult, int]:
+    async def execute(
+        self, feeds: Feeds, output_names: Sequence[str], alone: bool = False
+    ) -> tuple[RunResult, int]:
         """Route validated inputs to their session and run them (batched when on); returns
-        the run and the executions this request accounts for."""
+        the run and the executions this request accounts for. ``alone``: nothing else is in
+        flight, so the run happens on this thread at once (engine processes only: their loop
+        answers no health checks)."""
         loaded = self.require_loaded()
         runner = route_request(
             self.config, loaded, {name: array.shape for name, array in feeds.items()}
         )
+        if alone:
+            return runner.run_here(feeds, output_names), 1
         if self.batcher is None:
             return await runner.run(feeds, output_names), 1
         batched = await self.batcher.submit(feeds, output_names, runner)

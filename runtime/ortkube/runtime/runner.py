@@ -84,6 +84,13 @@ class SessionRunner:
         outputs: list[np.ndarray[Any, Any]] = binding.copy_outputs_to_cpu()
         return outputs
 
+    def run_here(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
+        """Run on the calling thread: an engine process's loop when nothing else is in flight,
+        which saves the thread hop (137 us of 1.13 ms at one client on an H200)."""
+        started = time.perf_counter()
+        outputs = self.run_sync(feeds, output_names)
+        return RunResult(outputs, 0.0, time.perf_counter() - started)
+
     async def run(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
         """Run on a worker thread; the queue time is how long the run waited for one."""
         submitted = time.perf_counter()
