@@ -2,18 +2,23 @@
 
 pytest-socket (``--allow-hosts``) stops the pytest process itself from connecting outside
 127.0.0.0/8; this covers its children too (the control plane, the operator, every pod process
-and runtime server they start): a thread samples the TCP sockets of the session's process tree
-from /proc, as ``ss -tanp`` would, and the session fails naming each outside peer it saw.
+and runtime server they start): a thread samples the TCP and UDP sockets of the session's
+process tree from /proc, as ``ss -tuanp`` would, and the session fails naming each outside peer
+it saw. In the pytest process, a name that only a DNS server could resolve (anything but an IP
+literal or a name in /etc/hosts) is refused and recorded the same way: a DNS query goes to a
+server off loopback.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -34,11 +39,19 @@ def parse_address(hex_address: str) -> str:
 
 
 def connected_peers(table: str) -> Iterator[tuple[str, str, str]]:
-    """(socket inode, peer address, state) of each connected row of a /proc/net/tcp table."""
+    """(socket inode, peer address, state) of each connected row of a /proc/net table.
+
+    TCP rows by state; a UDP socket counts once connect() gave it a peer (the resolver does).
+    """
     for line in table.splitlines()[1:]:
         columns = line.split()
-        if len(columns) > 9 and columns[3] in CONNECTED_STATES:
-            yield columns[9], parse_address(columns[2]), CONNECTED_STATES[columns[3]]
+        if len(columns) <= 9:
+            continue
+        peer = parse_address(columns[2])
+        if columns[3] in CONNECTED_STATES:
+            yield columns[9], peer, CONNECTED_STATES[columns[3]]
+        elif columns[3] == "07" and peer not in ("0.0.0.0", "::"):  # UDP, connected
+            yield columns[9], peer, "UDP"
 
 
 def is_loopback(address: str) -> bool:
@@ -97,7 +110,7 @@ class Sampler:
     def sample(self) -> None:
         pids = descendants(self.root)
         owner = {inode: pid for pid in pids for inode in socket_inodes(pid)}
-        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for table in ("/proc/net/tcp", "/proc/net/tcp6", "/proc/net/udp", "/proc/net/udp6"):
             try:
                 text = Path(table).read_text()
             except OSError:
@@ -119,6 +132,50 @@ class Sampler:
         self._stop.set()
 
 
+def hosts_file_names(text: str) -> set[str]:
+    """Every name /etc/hosts maps (resolved without asking a DNS server)."""
+    names: set[str] = set()
+    for line in text.splitlines():
+        words = line.split("#", 1)[0].split()
+        names.update(word.lower() for word in words[1:])
+    return names
+
+
+def needs_dns(host: object, local_names: set[str]) -> bool:
+    """True when resolving ``host`` would ask a DNS server (not an IP, not in /etc/hosts)."""
+    name = host.decode() if isinstance(host, bytes) else str(host or "")
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name.split("%", 1)[0])  # an IP literal, maybe with a v6 scope
+    except ValueError:
+        return name.lower().rstrip(".") not in local_names
+    return False
+
+
+def refusing_getaddrinfo(
+    sampler: Sampler, local_names: set[str], real: Callable[..., Any]
+) -> Callable[..., Any]:
+    """``real`` getaddrinfo, except that lookups needing DNS are recorded and refused."""
+
+    def getaddrinfo(host: object, *args: Any, **kwargs: Any) -> Any:
+        if needs_dns(host, local_names):
+            sampler.outside.setdefault((f"a DNS lookup of {host}", "the pytest process"), "DNS")
+            raise socket.gaierror(socket.EAI_NONAME, f"loopback guard: no DNS for {host!r}")
+        return real(host, *args, **kwargs)
+
+    return getaddrinfo
+
+
+def guard_name_resolution(sampler: Sampler) -> None:
+    """In this process, refuse (and record) every lookup that would reach a DNS server."""
+    try:
+        local_names = hosts_file_names(Path("/etc/hosts").read_text())
+    except OSError:
+        local_names = {"localhost"}
+    socket.getaddrinfo = refusing_getaddrinfo(sampler, local_names, socket.getaddrinfo)
+
+
 _SAMPLER = pytest.StashKey[Sampler]()
 _THREAD = pytest.StashKey[threading.Thread]()
 
@@ -133,6 +190,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if not Path("/proc/net/tcp").exists():
         return
     sampler = Sampler(os.getpid())
+    guard_name_resolution(sampler)
     thread = threading.Thread(target=sampler.run, name="loopback-guard", daemon=True)
     config.stash[_SAMPLER] = sampler
     config.stash[_THREAD] = thread
@@ -148,8 +206,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     sampler.sample()
     if sampler.outside:
         rows = [
-            f"  {state} to {peer} by {command}"
-            for (peer, command), state in sampler.outside.items()
+            f"  {state}: {peer} ({command})" for (peer, command), state in sampler.outside.items()
         ]
         print("\nloopback guard: the session talked outside 127.0.0.0/8:\n" + "\n".join(rows))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED

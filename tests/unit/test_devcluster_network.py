@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ortkube.devcluster.layout import ClusterLayout, Ports, recorded_network, sa
 from ortkube.devcluster.podrunner.addresses import FIRST, LAST
 from ortkube.devcluster.podrunner.kubelet_api import unsupported_message
 from ortkube.devcluster.podrunner.node import render_local_node
+from ortkube.devcluster.podrunner.probes import probe_host, run_probe
 
 LAYOUT = ClusterLayout(Path("/state"), Path("/bin"), Ports(2379, 2380, 6443, 10257, 10259))
 RANGES = {
@@ -124,3 +126,29 @@ def test_kubelet_refusal_names_ortkube_dev_logs() -> None:
     message = unsupported_message("/containerLogs/ml/bert-0/runtime?follow=true")
     assert "ortkube dev logs ml/bert-0" in message and "containerLogs" in message
     assert "port-forward" in unsupported_message("/portForward/ml/bert-0")
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ({}, "127.1.0.4"),
+        ({"host": "127.0.0.9"}, "127.0.0.9"),
+        ({"host": "10.0.0.1"}, None),
+        ({"host": "models.example.com"}, None),
+    ],
+)
+def test_probes_connect_to_loopback_only(spec: dict[str, Any], expected: str | None) -> None:
+    assert probe_host(spec, "127.1.0.4") == expected
+
+
+def test_a_probe_naming_an_outside_host_fails_without_a_connection() -> None:
+    # pytest-socket refuses any connect() outside loopback, so reaching it would raise.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        container: dict[str, Any] = {}
+        inside = {"tcpSocket": {"port": port}}
+        outside = {"tcpSocket": {"port": port, "host": "10.0.0.1"}}
+        assert run_probe(inside, "127.0.0.1", container, {}) is True
+        assert run_probe(outside, "127.0.0.1", container, {}) is False

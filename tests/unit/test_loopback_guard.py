@@ -7,7 +7,16 @@ import socket
 import subprocess
 import sys
 
-from tests.loopback_guard import Sampler, connected_peers, parse_address
+import pytest
+
+from tests.loopback_guard import (
+    Sampler,
+    connected_peers,
+    hosts_file_names,
+    needs_dns,
+    parse_address,
+    refusing_getaddrinfo,
+)
 
 # Two rows as /proc/net/tcp writes them: 127.0.0.1:8080 <- 127.1.0.5, and one to 10.244.0.2.
 TABLE = "\n".join(
@@ -52,3 +61,39 @@ def test_sampler_sees_a_child_process_connection() -> None:
             child.wait()
     assert "127.0.0.1" in sampler.peers
     assert sampler.outside == {}
+
+
+def test_a_connected_udp_socket_counts_as_a_peer() -> None:
+    row = "   9: 0100007F:A1B2 0800000A:0035 07 00000000:00000000 00:00000000 00000000 0 0 77 2"
+    table = "  sl  local_address rem_address   st ...\n" + row
+    assert list(connected_peers(table)) == [("77", "10.0.0.8", "UDP")]
+
+
+@pytest.mark.parametrize(
+    ("host", "asks_dns"),
+    [
+        ("localhost", False),
+        ("127.3.0.1", False),
+        ("::1", False),
+        (b"127.0.0.1", False),
+        (None, False),
+        ("ortkube-dev-host", False),
+        ("models.example.com", True),
+        ("sample.ortkube-demo.svc", True),
+        ("bucket.localhost", True),
+    ],
+)
+def test_only_names_a_dns_server_would_answer_are_refused(host: object, asks_dns: bool) -> None:
+    local = hosts_file_names(
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost # x\n10.0.0.5 ortkube-dev-host\n"
+    )
+    assert needs_dns(host, local) is asks_dns
+
+
+def test_a_lookup_needing_dns_is_refused_and_recorded() -> None:
+    sampler = Sampler(0)
+    lookup = refusing_getaddrinfo(sampler, {"localhost"}, socket.getaddrinfo)
+    assert lookup("localhost", 80)  # answered from /etc/hosts
+    with pytest.raises(socket.gaierror, match="loopback guard"):
+        lookup("models.example.com", 443)
+    assert list(sampler.outside.values()) == ["DNS"]

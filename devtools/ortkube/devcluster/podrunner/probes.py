@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ortkube.devcluster.log import log_event
+from ortkube.devcluster.network import is_loopback
+
 
 def probe_port(port: int | str, container: dict[str, Any]) -> int:
     """A probe's port: a number, or the name of one of the container's ports."""
@@ -22,9 +25,21 @@ def probe_port(port: int | str, container: dict[str, Any]) -> int:
     raise ValueError(f"probe names port {port!r}, which the container does not declare")
 
 
+def probe_host(spec: dict[str, Any], pod_ip: str) -> str | None:
+    """Where a probe connects: the pod's IP, or its ``host`` if that is a loopback address.
+
+    This machine sends traffic to loopback only, so a probe naming any other host (or a name,
+    which would need the machine's DNS server) fails without a connection being tried.
+    """
+    host = str(spec.get("host") or pod_ip)
+    if is_loopback(host):
+        return host
+    log_event("podrunner.probe_refused", host=host, reason="not a loopback address")
+    return None
+
+
 def http_get(spec: dict[str, Any], host: str, port: int, timeout_s: float) -> bool:
     """True for a 2xx or 3xx answer, as the kubelet judges an httpGet probe."""
-    host = spec.get("host") or host
     path = spec.get("path") or "/"
     headers = {h["name"]: h["value"] for h in spec.get("httpHeaders") or []}
     connection: http.client.HTTPConnection
@@ -69,12 +84,15 @@ def run_probe(
 ) -> bool:
     """Run one probe once against the pod's loopback IP."""
     timeout_s = float(probe.get("timeoutSeconds", 1))
-    if "httpGet" in probe:
-        spec = probe["httpGet"]
-        return http_get(spec, pod_ip, probe_port(spec["port"], container), timeout_s)
-    if "tcpSocket" in probe:
-        spec = probe["tcpSocket"]
-        return tcp_open(spec.get("host") or pod_ip, probe_port(spec["port"], container), timeout_s)
+    if "httpGet" in probe or "tcpSocket" in probe:
+        spec = probe.get("httpGet") or probe["tcpSocket"]
+        host = probe_host(spec, pod_ip)
+        if host is None:
+            return False
+        port = probe_port(spec["port"], container)
+        if "httpGet" in probe:
+            return http_get(spec, host, port, timeout_s)
+        return tcp_open(host, port, timeout_s)
     if "exec" in probe:
         return exec_ok(list(probe["exec"]["command"]), env, timeout_s)
     raise ValueError(f"unsupported probe handler {sorted(probe)}")
