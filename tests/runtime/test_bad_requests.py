@@ -35,7 +35,7 @@ B_BYTES = np.ones((1, 4), np.int64).tobytes()
 BAD_REQUESTS: list[tuple[str, str, bytes, dict[str, str], int, str]] = [
     ("not json", "two_io", b"{nope", {}, 400, "not valid JSON"),
     ("json not object", "two_io", b"[1, 2]", {}, 400, "must be a JSON object"),
-    ("no inputs", "two_io", b"{}", {}, 400, "'inputs' must be a non-empty list"),
+    ("no inputs", "two_io", b"{}", {}, 400, "inputs: Field required"),
     ("unknown model", "nope", body(GOOD_A, GOOD_B), {}, 404, "unknown model 'nope'"),
     (
         "unknown input",

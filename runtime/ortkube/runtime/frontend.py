@@ -51,6 +51,16 @@ _STATUS_POLL_S = 0.1
 _STATUS_WAIT_S = 1.0
 
 
+def _body_in_slot(slot: Slot, header: bytes, blobs_size: int) -> memoryview | None:
+    """The response body as one view of the engine's output slot: the header written into
+    the room before the packed binary outputs. None when the header does not fit."""
+    begin = RESPONSE_HEADER_ROOM - len(header)
+    if begin < 0 or RESPONSE_HEADER_ROOM + blobs_size > slot.size:
+        return None
+    slot.buffer[begin:RESPONSE_HEADER_ROOM] = header
+    return slot.view(begin, len(header) + blobs_size)
+
+
 def _batch_size(request: InferRequest) -> int:
     first = next(iter(request.inputs.values()))
     return int(first.shape[0]) if first.ndim else 1
@@ -126,16 +136,35 @@ class FrontendBackend:
         signature, _ = self.describe()
         check_inputs(signature, request.inputs, request.datatypes)
         wanted = select_outputs(signature, request.outputs, request.binary_output_default)
-        names = [output.name for output in wanted]
+        # Binary outputs first: the engine packs them back to back, as the response body
+        # carries them, so header and tensors leave as one buffer.
+        order = [o.name for o in wanted if o.binary] + [o.name for o in wanted if not o.binary]
         link = min(self.links, key=lambda candidate: candidate.in_flight)
-        named = list(request.inputs.items())
+        reply = await self._run_on_engine(link, list(request.inputs.items()), order)
+        out_name, out_layout, executions, queue_s, compute_s, forget = reply
+        self.attachments.forget(forget)
+        out_slot = self.attachments.get(out_name)
+        arrays = read_tensors(out_slot, out_layout)
+        return InferOutcome(
+            [(output.name, arrays[output.name], output.binary) for output in wanted],
+            RunResult([], queue_s, compute_s),
+            _batch_size(request),
+            executions,
+            release=lambda: link.release(out_name),
+            contiguous_body=lambda header, size: _body_in_slot(out_slot, header, size),
+        )
+
+    async def _run_on_engine(
+        self, link: EngineLink, named: list[tuple[str, Any]], output_names: list[str]
+    ) -> Any:
+        """Copy the inputs into a slot, send their layout, and await the engine's reply."""
         slot = self._acquire(tensors_size([array for _, array in named]))
         try:
             layout = write_tensors(slot, named)
         except Exception:
             self._release(slot)
             raise
-        body = (slot.name, layout, names, self.pool.take_retired(), link.take_released())
+        body = (slot.name, layout, output_names, self.pool.take_retired(), link.take_released())
         future = link.call(INFER, body)
         try:
             reply = await asyncio.shield(future)
@@ -148,17 +177,7 @@ class FrontendBackend:
             self._release(slot)
             raise
         self._release(slot)
-        out_name, out_layout, executions, queue_s, compute_s, forget = reply
-        self.attachments.forget(forget)
-        arrays = read_tensors(self.attachments.get(out_name), out_layout)
-        outputs = [(output.name, arrays[output.name], output.binary) for output in wanted]
-        return InferOutcome(
-            outputs,
-            RunResult([], queue_s, compute_s),
-            _batch_size(request),
-            executions,
-            release=lambda: link.release(out_name),
-        )
+        return reply
 
     def _acquire(self, nbytes: int) -> Slot:
         self._slots_gauge.inc()
@@ -208,7 +227,9 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    runner = web.AppRunner(build_app(backend), handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        build_app(backend), handle_signals=False, access_log=None, auto_decompress=False
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,

@@ -80,7 +80,9 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host = ModelHost(config, create_metrics())
-    runner = web.AppRunner(build_app(host), handle_signals=False, access_log=None)
+    runner = web.AppRunner(
+        build_app(host), handle_signals=False, access_log=None, auto_decompress=False
+    )
     await runner.setup()
     site = web.TCPSite(
         runner,

@@ -6,6 +6,7 @@ worker's view of the engine processes (``frontend``). Only HTTP is translated he
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -23,17 +24,17 @@ from ortkube.runtime.protocol import (
     HEADER_LENGTH,
     InferRequest,
     ResponseParts,
-    decode_request,
     encode_response_parts,
     error_body,
 )
 from ortkube.runtime.signature import ModelSignature
+from ortkube.runtime.v2_models import decode_content, decode_request
 
 log = logging.getLogger("ortkube.runtime.server")
 
-# Binary outputs above this are written from where they lie (shared memory) instead of being
-# joined into one body first: one copy fewer; below it one write beats several.
-STREAM_MIN_BYTES = 64 << 10
+_FLUSH_POLL_S = 0.001
+_FLUSH_WAIT_MAX_S = 60.0
+_FLUSH_WAITS: set[asyncio.Task[None]] = set()
 
 
 class ServingBackend(Protocol):
@@ -243,7 +244,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
         parts = encode_response_parts(
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
-        response = await _respond(request, parts, streamable=outcome.release is not None)
+        response = await _respond(request, parts, outcome)
     except RuntimeServingError as error:
         failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
         failure.inc()
@@ -255,7 +256,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     finally:
         metrics.pending.dec()
         if outcome is not None and outcome.release is not None:
-            outcome.release()
+            _release_when_sent(request, outcome.release)
     metrics.success.inc()
     metrics.inference_count.inc(outcome.batch_size)
     metrics.execution_count.inc(outcome.executions)
@@ -266,22 +267,47 @@ async def infer(request: web.Request) -> web.StreamResponse:
 
 
 async def _respond(
-    request: web.Request, parts: ResponseParts, streamable: bool
+    request: web.Request, parts: ResponseParts, outcome: InferOutcome
 ) -> web.StreamResponse:
-    """One body (header and blobs joined: the one copy), or, for large blobs that lie in
-    shared memory, the header then each blob written from where it lies."""
+    """The body as one buffer: where the outputs already lie (a shared-memory slot, the one
+    copy out having been onnxruntime's output into it), else header and blobs joined (the one
+    copy out of onnxruntime's output)."""
     headers = {HEADER_LENGTH: str(len(parts.header))} if parts.blobs else {}
-    if not streamable or parts.length - len(parts.header) < STREAM_MIN_BYTES:
+    blobs_size = parts.length - len(parts.header)
+    in_place = None
+    if parts.blobs and outcome.contiguous_body is not None:
+        in_place = outcome.contiguous_body(parts.header, blobs_size)
+    if in_place is None:
         body = b"".join([parts.header, *parts.blobs]) if parts.blobs else parts.header
         return web.Response(body=body, content_type=parts.content_type, headers=headers)
     response = web.StreamResponse(headers={**headers, "Content-Type": parts.content_type})
     response.content_length = parts.length
     await response.prepare(request)
-    await response.write(parts.header)
-    for blob in parts.blobs:
-        await response.write(blob)
-    await response.write_eof()
+    # Headers and body leave together (aiohttp coalesces them into one write).
+    await response.write_eof(in_place)
     return response
+
+
+def _release_when_sent(request: web.Request, release: Callable[[], None]) -> None:
+    """Release the outputs' memory once the transport holds no reference to it any more."""
+    transport = request.transport
+    if transport is None or transport.get_write_buffer_size() == 0:
+        release()
+        return
+    task = asyncio.ensure_future(_release_after_flush(transport, release))
+    _FLUSH_WAITS.add(task)
+    task.add_done_callback(_FLUSH_WAITS.discard)
+
+
+async def _release_after_flush(
+    transport: asyncio.BaseTransport, release: Callable[[], None]
+) -> None:
+    # A slow reader leaves part of the body in the transport's buffer, which may still point
+    # into the slot; the slot goes back once that is sent (or the connection is gone).
+    deadline = time.monotonic() + _FLUSH_WAIT_MAX_S
+    while time.monotonic() < deadline and transport.get_write_buffer_size() > 0:  # type: ignore[attr-defined]
+        await asyncio.sleep(_FLUSH_POLL_S)
+    release()
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
