@@ -238,7 +238,11 @@ async def infer(request: web.Request) -> web.StreamResponse:
     metrics.pending.inc()
     outcome: InferOutcome | None = None
     try:
-        body = await request.read()
+        body = decode_content(
+            await request.read(),
+            request.headers.get("Content-Encoding"),
+            host.config.server.max_request_bytes,
+        )
         decoded = decode_request(body, _header_length(request))
         outcome = await host.infer(decoded)
         parts = encode_response_parts(
