@@ -30,6 +30,7 @@ from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
 from ortkube.runtime.server import is_input_error
 from ortkube.runtime.shm import (
+    RESPONSE_HEADER_ROOM,
     Attachments,
     Slot,
     SlotPool,
@@ -121,9 +122,9 @@ class EngineServer:
             result, executions = await self.host.execute(feeds, output_names, alone)
             del feeds
             named = list(zip(output_names, result.outputs, strict=True))
-            slot = self.pool.acquire(tensors_size(result.outputs))
+            slot = self.pool.acquire(RESPONSE_HEADER_ROOM + tensors_size(result.outputs))
             self._slots_gauge.inc()
-            out_layout = write_tensors(slot, named)
+            out_layout = write_tensors(slot, named, start=RESPONSE_HEADER_ROOM, packed=True)
         except Exception as error:
             if error_reply(error)[0] >= 500:
                 log.exception("event=engine_infer_failed")

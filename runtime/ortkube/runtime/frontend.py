@@ -35,6 +35,7 @@ from ortkube.runtime.runner import RunResult
 from ortkube.runtime.server import build_app
 from ortkube.runtime.shapes import check_inputs, select_outputs
 from ortkube.runtime.shm import (
+    RESPONSE_HEADER_ROOM,
     Attachments,
     Slot,
     SlotPool,

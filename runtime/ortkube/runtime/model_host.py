@@ -50,6 +50,9 @@ class InferOutcome:
     executions: int = 1
     # Called once the response is written (frees shared-memory slots the outputs view).
     release: Callable[[], None] | None = None
+    # Given the encoded header and the binary outputs' size, the whole body as one buffer
+    # where the outputs already lie (an engine's output slot), or None.
+    contiguous_body: Callable[[bytes, int], memoryview | None] | None = None
 
 
 def _batch_size(request: InferRequest) -> int:

@@ -288,7 +288,7 @@ async def _respond(
     response.content_length = parts.length
     await response.prepare(request)
     # Headers and body leave together (aiohttp coalesces them into one write).
-    await response.write_eof(in_place)
+    await response.write_eof(in_place)  # type: ignore[arg-type]  # aiohttp takes any buffer
     return response
 
 
@@ -309,7 +309,7 @@ async def _release_after_flush(
     # A slow reader leaves part of the body in the transport's buffer, which may still point
     # into the slot; the slot goes back once that is sent (or the connection is gone).
     deadline = time.monotonic() + _FLUSH_WAIT_MAX_S
-    while time.monotonic() < deadline and transport.get_write_buffer_size() > 0:  # type: ignore[attr-defined]
+    while time.monotonic() < deadline and transport.get_write_buffer_size() > 0:  # type: ignore[attr-defined]  # noqa: ASYNC110
         await asyncio.sleep(_FLUSH_POLL_S)
     release()
 

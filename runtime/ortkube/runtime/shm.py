@@ -34,6 +34,9 @@ _MIN_SLOT = 64 << 10
 # Idle slots kept per size class; more are unlinked when returned.
 _IDLE_PER_CLASS = 16
 _LENGTH_PREFIX = struct.Struct("<I")
+# Output slots leave this much room before the tensors: the front-end writes the response's
+# JSON header there, so header and tensors go to the socket as one buffer.
+RESPONSE_HEADER_ROOM = 4096
 
 BYTES = "BYTES"
 # One tensor in a slot: name, numpy dtype string (or BYTES: length-prefixed UTF-8), shape,
@@ -231,11 +234,16 @@ def tensors_size(arrays: Sequence[np.ndarray[Any, Any]]) -> int:
 
 
 def write_tensors(
-    slot: Slot, named: Sequence[tuple[str, np.ndarray[Any, Any]]]
+    slot: Slot,
+    named: Sequence[tuple[str, np.ndarray[Any, Any]]],
+    start: int = 0,
+    packed: bool = False,
 ) -> list[TensorLayout]:
-    """Copy arrays into ``slot`` (the one copy) and return their layout."""
+    """Copy arrays into ``slot`` from ``start`` (the one copy) and return their layout.
+    ``packed``: back to back, as the binary tensor extension lays them out in a response
+    body; else each on a cache-line boundary."""
     layout: list[TensorLayout] = []
-    offset = 0
+    offset = start
     for name, array in named:
         dtype, blob = _as_bytes(array)
         length = len(blob)
@@ -243,7 +251,7 @@ def write_tensors(
             raise ValueError(f"slot {slot.name} of {slot.size} bytes cannot hold '{name}'")
         slot.buffer[offset : offset + length] = blob
         layout.append((name, dtype, tuple(int(d) for d in array.shape), offset, length))
-        offset = aligned(offset + length)
+        offset = offset + length if packed else aligned(offset + length)
     return layout
 
 
