@@ -139,18 +139,22 @@ def render_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "API version of this object."},
             "kind": {"type": "string", "description": "Kind of this object."},
-            "metadata": {"type": "object"},
+            # A schema for metadata may only restrict name and generateName. As a schema
+            # (not a CEL rule on the root) the apiserver names the field: "metadata.name:
+            # Too long", where a root rule's message had the field path <nil>.
+            "metadata": {
+                "type": "object",
+                "properties": {
+                    "name": {
+                        "type": "string",
+                        "maxLength": api.NAME_MAX,
+                        "pattern": api.NAME_PATTERN,
+                    }
+                },
+            },
             "spec": spec,
             "status": status,
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.matches('{api.NAME_PATTERN}') && "
-                f"size(self.metadata.name) <= {api.NAME_MAX}",
-                "message": f"metadata.name must be a DNS-1035 label of at most {api.NAME_MAX} "
-                "characters (it names the model's Service)",
-            }
-        ],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

@@ -9,7 +9,9 @@ model makes no apiserver call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +42,15 @@ log = logging.getLogger(__name__)
 # Older operators (kopf timers) put this finalizer on every OrtModel; deleting one must never
 # wait for the operator, so it is taken off wherever it is found.
 LEGACY_FINALIZER = "ortkube.io/finalizer"
+# Applied before the other children, which mount them.
+_FIRST_KINDS = frozenset({"ConfigMap", "PersistentVolumeClaim"})
+# After a pass that applied children, status waits for their own watch events (which come
+# within milliseconds); this is the fallback if an apply changed nothing and sent none.
+STATUS_FALLBACK_S = 2.0
+# How long an applied child's own watch event may take before the plan judges it afresh.
+EXPECTATION_S = 10.0
+# A refusal (a quota, an immutable field) may be lifted with no event on our objects: retry.
+REFUSED_RETRY_S = 30.0
 # Phases a person should look at: posted as Warning events.
 WARNING_PHASES = frozenset({api.Phase.FAILED.value, api.Phase.DEGRADED.value})
 
@@ -121,8 +132,8 @@ class Reconciler:
         self.reports = ReportCache(settings.runtime_status_poll_s)
         self._memory: dict[ModelKey, _Memory] = {}
         # Applied children whose own watch event has not come back yet: (resourceVersion seen
-        # before the apply, hash applied). A pass in between does not apply them again.
-        self._expected: dict[ChildId, tuple[str, str]] = {}
+        # before the apply, hash applied, when). A pass in between does not apply them again.
+        self._expected: dict[ChildId, tuple[str, str, float]] = {}
 
     async def close(self) -> None:
         """Release the HTTP sessions."""
@@ -163,7 +174,13 @@ class Reconciler:
             outcome = Outcome(status_patch(status), str(previous.get("phase", "")), str(error))
             await self._publish(body, memory, outcome, previous)
             return None
-        refused = await self._carry_out(model, self._plan(model, memory, seen), seen)
+        plan = self._plan(model, memory, seen)
+        self._settled(model, memory.rendered[1] if memory.rendered else [], plan)
+        refused, applied = await self._carry_out(model, plan, seen)
+        if not refused and applied:
+            # What was just applied is not watched yet: the status would be stale. The
+            # children's events bring the next pass.
+            return STATUS_FALLBACK_S
         observation = await self._observe(model, memory, seen, refused)
         status = compute_status(model, observation, previous, self.clock())
         outcome = Outcome(
@@ -174,6 +191,8 @@ class Reconciler:
         )
         await self._publish(body, memory, outcome, previous)
         polls = [self.reports.poll_interval(p) for p in seen.runtime_pods()]
+        if refused:
+            polls.append(REFUSED_RETRY_S)
         return min((p for p in polls if p is not None), default=None)
 
     async def _call(self, request: Any) -> Any:
@@ -190,19 +209,33 @@ class Reconciler:
         return children.plan_children(model, self.settings, seen, memory.rendered[1])
 
     def _awaiting_own_event(self, manifest: Manifest, seen: Snapshot) -> bool:
+        """Whether this exact render was just applied and its watch event is not back yet."""
         meta = manifest["metadata"]
+        child = (manifest["kind"], meta["namespace"], meta["name"])
+        expected = self._expected.get(child)
+        if expected is None:
+            return False
+        before, digest, at = expected
         found = seen.one(manifest["kind"], meta["name"])
         version = str((found or {}).get("metadata", {}).get("resourceVersion", ""))
-        digest = meta["annotations"][children.RENDERED_HASH_ANNOTATION]
-        return self._expected.get((manifest["kind"], meta["namespace"], meta["name"])) == (
-            version,
-            digest,
-        )
+        if version != before or time.monotonic() - at > EXPECTATION_S:
+            self._expected.pop(child, None)  # the event came (or never will): judge afresh
+            return False
+        return bool(digest == meta["annotations"][children.RENDERED_HASH_ANNOTATION])
+
+    def _settled(self, model: api.OrtModel, rendered: list[Manifest], plan: children.Plan) -> None:
+        """Children the watch shows as rendered need no expectation any more."""
+        pending = {(m["kind"], m["metadata"]["name"]) for m in plan.apply}
+        for manifest in rendered:
+            name = manifest["metadata"]["name"]
+            if (manifest["kind"], name) not in pending:
+                self._expected.pop((manifest["kind"], model.namespace, name), None)
 
     async def _carry_out(
         self, model: api.OrtModel, plan: children.Plan, seen: Snapshot
-    ) -> tuple[str, ...]:
-        """Apply and delete what the plan lists; the refusals, as ``Kind/name: message``.
+    ) -> tuple[tuple[str, ...], int]:
+        """Apply and delete what the plan lists; the refusals (``Kind/name: message``) and
+        how many children were applied.
 
         One refused child (an immutable field, a quota, a full Service range) does not hold
         the others back. A busy apiserver (429, timeouts) raises ``Retry`` instead.
@@ -214,30 +247,41 @@ class Reconciler:
                 model.name,
                 plan.job_name,
             )
-        refused = []
-        for manifest in plan.apply:
-            if self._awaiting_own_event(manifest, seen):
-                continue
-            meta = manifest["metadata"]
-            found = seen.one(manifest["kind"], meta["name"])
-            try:
-                await self._call(self.kube.apply(manifest))
-            except KubeApiError as error:
-                reason = error.message.split("\n", 1)[0]  # the apiserver appends a diff
-                refused.append(f"{manifest['kind']}/{meta['name']}: {reason}")
-                continue
-            log.info(
-                "event=apply kind=%s name=%s/%s", manifest["kind"], model.namespace, meta["name"]
-            )
-            version = str((found or {}).get("metadata", {}).get("resourceVersion", ""))
-            digest = meta["annotations"][children.RENDERED_HASH_ANNOTATION]
-            self._expected[(manifest["kind"], model.namespace, meta["name"])] = (version, digest)
+        # Config and claims first (the others mount them), then the rest at once.
+        first = [m for m in plan.apply if m["kind"] in _FIRST_KINDS]
+        rest = [m for m in plan.apply if m["kind"] not in _FIRST_KINDS]
+        refused: list[str] = []
+        applied = 0
+        for wave in (first, rest):
+            results = await asyncio.gather(*(self._apply(model, m, seen) for m in wave))
+            refused += [r for r in results if r is not None and r]
+            # Skipped ones (None) count too: their own events are still to come.
+            applied += sum(1 for r in results if not r)
         if refused:
-            return tuple(refused)
+            return tuple(refused), applied
         for api_version, kind, name in plan.delete:
             log.info("event=delete kind=%s name=%s/%s", kind, model.namespace, name)
             await self._call(self.kube.delete(api_version, kind, model.namespace, name))
-        return ()
+        return (), applied
+
+    async def _apply(self, model: api.OrtModel, manifest: Manifest, seen: Snapshot) -> str | None:
+        """Apply one child: its refusal as ``Kind/name: message``, empty when applied, None
+        when skipped (already applied, its own event not back yet)."""
+        if self._awaiting_own_event(manifest, seen):
+            return None
+        meta = manifest["metadata"]
+        found = seen.one(manifest["kind"], meta["name"])
+        try:
+            await self._call(self.kube.apply(manifest))
+        except KubeApiError as error:
+            reason = error.message.split("\n", 1)[0]  # the apiserver appends a diff
+            return f"{manifest['kind']}/{meta['name']}: {reason}"
+        log.info("event=apply kind=%s name=%s/%s", manifest["kind"], model.namespace, meta["name"])
+        version = str((found or {}).get("metadata", {}).get("resourceVersion", ""))
+        digest = meta["annotations"][children.RENDERED_HASH_ANNOTATION]
+        child = (manifest["kind"], model.namespace, meta["name"])
+        self._expected[child] = (version, digest, time.monotonic())
+        return ""
 
     async def _observe(
         self, model: api.OrtModel, memory: _Memory, seen: Snapshot, refused: tuple[str, ...]
