@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
+from lightkube.utils.quantity import parse_quantity
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
@@ -51,14 +52,16 @@ def check_quantity(value: int | str | None) -> int | str | None:
 
 
 def quantity_bytes(value: int | str) -> int:
-    """The number a quantity stands for, rounded down (``"4Gi"`` -> 4294967296)."""
+    """The number a quantity stands for, rounded down (``"4Gi"`` -> 4294967296).
+
+    Parsed exactly (decimal, not float) by lightkube, the operator's Kubernetes client.
+    """
     if isinstance(value, int):
         return value
-    match = re.match(r"^\+?([0-9.]+(?:[eE][-+]?[0-9]+)?)([numkMGTPE]|[KMGTPE]i)?$", value)
-    if match is None:
+    try:
+        parsed = parse_quantity(value)
+    except ValueError:
+        parsed = None
+    if parsed is None:
         raise ValueError(f"{value!r} is not a Kubernetes quantity")
-    number, suffix = float(match.group(1)), match.group(2) or ""
-    binary = {"Ki": 1, "Mi": 2, "Gi": 3, "Ti": 4, "Pi": 5, "Ei": 6}
-    decimal = {"n": -3, "u": -2, "m": -1, "": 0, "k": 1, "M": 2, "G": 3, "T": 4, "P": 5, "E": 6}
-    scale = 1024 ** binary[suffix] if suffix in binary else 1000.0 ** decimal[suffix]
-    return int(number * scale)
+    return int(parsed)
