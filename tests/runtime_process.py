@@ -51,6 +51,13 @@ class ServeProcess:
         self.port = free_port()
         config = {**config, "server": {**config.get("server", {}), "host": "127.0.0.1"}}
         config["server"]["port"] = self.port
+        # gRPC on its own free port (a shared default 8081 would collide between servers).
+        if "grpc_port" not in config["server"]:
+            grpc_port = free_port()
+            while grpc_port == self.port:
+                grpc_port = free_port()
+            config["server"]["grpc_port"] = grpc_port
+        self.grpc_port: int | None = config["server"]["grpc_port"]
         config.setdefault("log_format", "json")
         # Engines land in the test's own directory unless the test shares a cache on purpose.
         config["engine_cache"] = {

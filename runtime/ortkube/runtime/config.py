@@ -200,6 +200,13 @@ class ServerConfig(StrictModel):
 
     host: str = Field(default="0.0.0.0", description="Address to listen on.")
     port: int = Field(default=8080, ge=0, le=65535, description="Port for the v2 protocol.")
+    grpc_port: int | None = Field(
+        default=8081,
+        ge=0,
+        le=65535,
+        description="Port for the v2 gRPC protocol (GRPCInferenceService), served by the same "
+        "workers as HTTP; null: no gRPC.",
+    )
     max_request_bytes: int = Field(
         default=64 << 20, ge=1024, description="Largest request body accepted (413 above it)."
     )

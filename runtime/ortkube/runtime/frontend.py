@@ -25,6 +25,7 @@ from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.engine_link import EngineLink
 from ortkube.runtime.errors import ModelNotReady
+from ortkube.runtime.grpc_service import start_grpc_server, stop_grpc_server
 from ortkube.runtime.ipc import DESCRIBE, INFER, STATUS
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import RuntimeMetrics, bind_request_metrics, create_metrics, exposition
@@ -240,6 +241,7 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
         reuse_port=True,
     )
     await site.start()
+    grpc_server = await start_grpc_server(backend, config)
     log.info(
         "event=worker_listening index=%d pid=%d port=%d", index, os.getpid(), config.server.port
     )
@@ -250,6 +252,7 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
     watching.cancel()
     # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
     await runner.cleanup()
+    await stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
     backend.close()
     log.info("event=worker_drain_done index=%d", index)
     return 0

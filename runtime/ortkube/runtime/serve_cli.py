@@ -22,6 +22,8 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from ortkube.runtime.config import RuntimeConfig, load_config_file, merge_overrides
+from ortkube.runtime.grpc_service import start_grpc_server, stop_grpc_server
+from ortkube.runtime.listen import StartupError, check_serving_ports
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
@@ -43,6 +45,7 @@ def parse_args(argv: list[str], prog: str) -> argparse.Namespace:
     parser.add_argument("--model-version", help="model version reported (version)")
     parser.add_argument("--host", help="address to listen on (server.host)")
     parser.add_argument("--port", type=int, help="port to listen on (server.port)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (server.grpc_port)")
     parser.add_argument(
         "--providers", help="comma-separated execution providers in preference order"
     )
@@ -64,6 +67,7 @@ def config_from_args(args: argparse.Namespace) -> RuntimeConfig:
         "server": {
             "host": args.host,
             "port": args.port,
+            "grpc_port": args.grpc_port,
             "workers": args.workers,
             "instances": args.instances,
         },
@@ -91,6 +95,7 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         shutdown_timeout=config.server.shutdown_grace_s,
     )
     await site.start()
+    grpc_server = await start_grpc_server(host, config)
     log.info(
         "event=listening model=%s host=%s port=%d",
         config.name,
@@ -106,6 +111,7 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         loading.cancel()
         # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
         await runner.cleanup()
+        await stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
         await host.stop_batching()
         await asyncio.to_thread(host.close)
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -131,6 +137,11 @@ def main(argv: list[str], prog: str = "ortkube serve") -> int:
         print(f"{prog}: invalid configuration:\n{error}", file=sys.stderr)
         return 2
     configure_logging(config.log_format)
+    try:
+        check_serving_ports(config)
+    except StartupError as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
     topology = serving_topology(config)
     if not topology.single_process:
         return run_supervisor(config, topology)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.errors import InvalidRequest, ModelNotFound, RuntimeServingError
-from ortkube.runtime.metrics import METRICS_CONTENT_TYPE, ModelRequestMetrics
+from ortkube.runtime.metrics import METRICS_CONTENT_TYPE, ModelRequestMetrics, RuntimeMetrics
 from ortkube.runtime.model_host import InferOutcome
 from ortkube.runtime.protocol import (
     HEADER_LENGTH,
@@ -28,6 +28,7 @@ from ortkube.runtime.protocol import (
     error_body,
 )
 from ortkube.runtime.signature import ModelSignature
+from ortkube.runtime.stats import STATISTICS_KEY, add_statistics_routes, statistics_for
 from ortkube.runtime.v2_models import decode_content, decode_request
 
 log = logging.getLogger("ortkube.runtime.server")
@@ -42,6 +43,7 @@ class ServingBackend(Protocol):
 
     config: RuntimeConfig
     request_metrics: ModelRequestMetrics
+    metrics: RuntimeMetrics
 
     @property
     def ready(self) -> bool:
@@ -244,7 +246,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
             host.config.server.max_request_bytes,
         )
         decoded = decode_request(body, _header_length(request))
+        decoded_at = time.perf_counter()
         outcome = await host.infer(decoded)
+        ran_at = time.perf_counter()
         parts = encode_response_parts(
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
@@ -252,10 +256,12 @@ async def infer(request: web.Request) -> web.StreamResponse:
     except RuntimeServingError as error:
         failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
         failure.inc()
+        request.app[STATISTICS_KEY].record_failure(time.perf_counter() - started)
         raise
     except Exception as error:
         failure = metrics.failure_invalid if is_input_error(error) else metrics.failure_internal
         failure.inc()
+        request.app[STATISTICS_KEY].record_failure(time.perf_counter() - started)
         raise
     finally:
         metrics.pending.dec()
@@ -266,7 +272,15 @@ async def infer(request: web.Request) -> web.StreamResponse:
     metrics.execution_count.inc(outcome.executions)
     metrics.queue_duration.observe(outcome.run.queue_seconds)
     metrics.compute_duration.observe(outcome.run.compute_seconds)
-    metrics.request_duration.observe(time.perf_counter() - started)
+    done = time.perf_counter()
+    metrics.request_duration.observe(done - started)
+    request.app[STATISTICS_KEY].record_success(
+        done - started,
+        decoded_at - started,
+        outcome.run.queue_seconds,
+        outcome.run.compute_seconds,
+        done - ran_at,
+    )
     return response
 
 
@@ -331,6 +345,8 @@ def build_app(host: ServingBackend) -> web.Application:
         middlewares=[errors_as_json], client_max_size=host.config.server.max_request_bytes
     )
     app[HOST_KEY] = host
+    # Before /v2/models/{model}, which would take "stats" for a model name.
+    add_statistics_routes(app, statistics_for(host.metrics, host.config))
     model = "/v2/models/{model}"
     versioned = "/v2/models/{model}/versions/{version}"
     app.router.add_get("/v2/health/live", live)

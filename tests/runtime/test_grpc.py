@@ -1,0 +1,119 @@
+"""The v2 gRPC service with the real clients, tritonclient.grpc and KServe's
+InferenceGRPCClient (each in its own process: they register the same protobuf symbols), on one
+process and on two front-end workers; errors as INVALID_ARGUMENT / NOT_FOUND / UNAVAILABLE."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from tests.runtime_process import ServeProcess
+
+REPO = Path(__file__).resolve().parents[2]
+SUM = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
+MASK = [[True] * 4] * 2
+
+
+def run_client(kind: str, server: ServeProcess, model: str = "two_io") -> dict[str, Any]:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tests.runtime.grpc_clients",
+            kind,
+            f"127.0.0.1:{server.grpc_port}",
+            model,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document: dict[str, Any] = json.loads(completed.stdout)
+    return document
+
+
+def test_tritonclient_grpc_health_metadata_infer_and_statistics(
+    two_io_server: ServeProcess,
+) -> None:
+    seen = run_client("triton", two_io_server)
+    assert (seen["live"], seen["ready"], seen["model_ready"]) == (True, True, True)
+    assert seen["server"]["name"] == "ortkube"
+    assert "statistics" in seen["server"]["extensions"]
+    assert seen["inputs"] == [["a", "FP32", ["-1", "4"]], ["b", "INT64", ["-1", "4"]]]
+    assert (seen["sum"], seen["mask"], seen["id"]) == (SUM, MASK, "t-1")
+    assert seen["typed_sum"] == [x for row in SUM for x in row]
+    assert seen["typed_outputs"] == ["sum", "mask"]
+    (model,) = seen["statistics"]["model_stats"]
+    assert (model["name"], model["version"]) == ("two_io", "1")
+    stats = model["inference_stats"]
+    # protobuf's JSON gives uint64 as strings; at least this client's two inferences.
+    assert int(stats["success"]["count"]) >= 2
+    for phase in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
+        assert int(stats[phase]["count"]) == int(stats["success"]["count"])
+    assert int(stats["compute_infer"]["ns"]) > 0
+    assert int(model["inference_count"]) >= 4  # two requests of batch 2
+
+
+def test_kserve_grpc_client_infers_raw_and_typed(two_io_server: ServeProcess) -> None:
+    seen = run_client("kserve", two_io_server)
+    assert (seen["live"], seen["ready"], seen["model_ready"]) == (True, True, True)
+    assert seen["raw"] == {"id": "k-True", "sum": SUM, "mask": MASK}
+    assert seen["typed"] == {"id": "k-False", "sum": SUM, "mask": MASK}
+
+
+def test_grpc_errors_carry_the_http_errors_as_status_codes(two_io_server: ServeProcess) -> None:
+    seen = run_client("triton-errors", two_io_server)
+    unknown = "StatusCode.NOT_FOUND: unknown model 'nope'; this server serves 'two_io'"
+    assert seen["unknown_model"] == unknown
+    assert seen["unknown_metadata"] == unknown
+    assert seen["statistics_unknown"] == unknown
+    assert seen["wrong_rank"].startswith(
+        "StatusCode.INVALID_ARGUMENT: input 'a': shape [4] has rank 1"
+    )
+    assert seen["wrong_datatype"] == (
+        "StatusCode.INVALID_ARGUMENT: input 'a': datatype FP64 does not match the model's FP32"
+    )
+    assert seen["metadata"] == "OK"
+
+
+def test_grpc_answers_unavailable_while_the_model_is_not_ready(module_dir: Path) -> None:
+    server = ServeProcess(
+        {"name": "two_io", "model": {"uri": str(module_dir / "missing.onnx")}}, module_dir
+    )
+    try:
+        server.wait_phase("Failed")
+        seen = run_client("triton-errors", server)
+    finally:
+        server.stop()
+    assert seen["metadata"].startswith("StatusCode.UNAVAILABLE: model 'two_io' is not ready")
+
+
+def test_http_statistics_route_sums_requests(two_io_server: ServeProcess) -> None:
+    before = two_io_server.get_json("/v2/models/two_io/stats")[1]["model_stats"][0]
+    request = {
+        "inputs": [
+            {"name": "a", "datatype": "FP32", "shape": [1, 4], "data": [1, 2, 3, 4]},
+            {"name": "b", "datatype": "INT64", "shape": [1, 4], "data": [1, 1, 1, 1]},
+        ]
+    }
+    for _ in range(3):
+        assert two_io_server.post_json("/v2/models/two_io/infer", request)[0] == 200
+    assert two_io_server.post_json("/v2/models/two_io/infer", {"inputs": []})[0] == 400
+    code, document = two_io_server.get_json("/v2/models/two_io/versions/1/stats")
+    assert code == 200
+    after = document["model_stats"][0]
+    grown = {
+        stat: after["inference_stats"][stat]["count"] - before["inference_stats"][stat]["count"]
+        for stat in ("success", "fail", "compute_infer")
+    }
+    assert grown == {"success": 3, "fail": 1, "compute_infer": 3}
+    assert after["inference_count"] - before["inference_count"] == 3
+    assert two_io_server.get_json("/v2/models/stats")[0] == 200
+    assert two_io_server.get_json("/v2/models/nope/stats")[0] == 404
+    assert two_io_server.get_json("/v2/models/two_io/versions/9/stats")[0] == 404
