@@ -27,14 +27,13 @@ from ortkube.operator.render import (
     render_runtime_config,
 )
 from ortkube.operator.settings import OperatorSettings
+from ortkube.runtime.contract import EngineExit, engine_config_material
 
 ENGINE_BUILD_APP = "ortkube-engine-build"
 ENGINE_BUILD_CONTAINER = "engine-build"
 ENGINE_BUILD_HASH_ANNOTATION = "ortkube.io/engine-build-hash"
 ENGINE_BUILD_HASH_LENGTH = 10
 ENGINE_BUILD_BACKOFF_LIMIT = 2
-# `ortkube engine build` exits 2 for a bad config or model (runtime/.../engine/cli.py).
-ENGINE_BUILD_EXIT_BAD_CONFIG = 2
 
 
 def shared_engine_cache(model: OrtModel, settings: OperatorSettings) -> bool:
@@ -61,23 +60,17 @@ def needs_engine_build(model: OrtModel, settings: OperatorSettings) -> bool:
 def engine_build_material(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
     """What decides which engines the Job builds, and where: the input of its name's hash.
 
-    Mirrors the runtime's engine keys (docs/engines.md) plus what the key learns only on the
-    node: the image (TensorRT, ORT and CUDA versions) and the GPU product.
+    The runtime's own engine-key material (``contract.engine_config_material``: the model's
+    digest, the profiles' shapes in order, precision, the TensorRT settings that change an
+    engine) plus what the key learns only on the node (the image's TensorRT, ORT and CUDA
+    versions, the GPU product) and what the Job writes to (the cache).
     """
     config = render_runtime_config(model, settings)
     return {
         "name": model.name,
-        "model": {"uri": config.model.uri, "sha256": config.model.sha256},
+        "model_uri": config.model.uri,
         "providers": config.providers,
-        "precision": config.precision.value,
-        # Profile order counts (one engine each), profile names and input order do not.
-        "profiles": [
-            sorted((i.model_dump(mode="json") for i in p.inputs), key=lambda i: i["name"])
-            for p in config.profiles
-        ],
-        "tensorrt": config.tensorrt.model_dump(
-            mode="json", include={"workspace_bytes", "builder_optimization_level", "ep_context"}
-        ),
+        "engine": engine_config_material(config),
         # Where the engines go: a bucket, or the claim mounted at the cache's path.
         "engineCache": {"uri": config.engine_cache.uri, "claim": _engine_cache_claim(model)},
         "image": model.spec.image or settings.runtime_image,
@@ -160,7 +153,7 @@ def render_engine_build_job(model: OrtModel, settings: OperatorSettings) -> Mani
                         "onExitCodes": {
                             "containerName": ENGINE_BUILD_CONTAINER,
                             "operator": "In",
-                            "values": [ENGINE_BUILD_EXIT_BAD_CONFIG],
+                            "values": [int(EngineExit.BAD_CONFIG)],
                         },
                     },
                     # Evicted or preempted: not the build's fault, do not count it.
