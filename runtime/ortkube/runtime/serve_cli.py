@@ -27,6 +27,7 @@ from ortkube.runtime.listen import StartupError, check_serving_ports
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
+from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import event_loop_runner
 from ortkube.runtime.server import build_app
 from ortkube.runtime.supervisor import run_supervisor
@@ -102,7 +103,7 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         config.server.host,
         config.server.port,
     )
-    loading = asyncio.create_task(host.load())
+    loading = asyncio.create_task(load_until_ready(host))
     try:
         await stop.wait()
     finally:
