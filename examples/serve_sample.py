@@ -44,7 +44,7 @@ async def demo() -> None:
         {
             "name": "sample",
             "model": {"uri": str(SAMPLE)},
-            "server": {"host": "127.0.0.1", "port": port},
+            "server": {"host": "127.0.0.1", "port": port, "grpc_port": free_port()},
             "log_format": "text",
         }
     )

@@ -130,7 +130,10 @@ def test_container_runs_ortkube_serve_on_the_pod_ip() -> None:
     assert {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}} in runtime[
         "env"
     ]
-    assert runtime["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert runtime["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
     assert container(image="mine:1")["image"] == "mine:1"
 
 
@@ -272,11 +275,12 @@ def test_deployment_rolls_one_surge_pod_and_never_drops_serving_ones() -> None:
     }
 
 
-def test_service_exposes_port_http() -> None:
+def test_service_exposes_port_http_and_the_next_one_for_grpc() -> None:
     service = children(port=9000)["Service"]
     assert service["metadata"]["name"] == "resnet"
     assert service["spec"]["ports"] == [
-        {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"}
+        {"name": "http", "port": 9000, "targetPort": "http", "protocol": "TCP"},
+        {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP"},
     ]
 
 

@@ -109,6 +109,13 @@ def endpoint(model: OrtModel) -> str:
 # --- runtime config ----------------------------------------------------------------------------
 
 
+def grpc_port(model: OrtModel) -> int:
+    """The runtime's gRPC port: the one after the HTTP port (8080 -> 8081), as Triton pairs
+    8000 and 8001."""
+    port = model.spec.port
+    return port + 1 if port < 65535 else port - 1
+
+
 def _engine_cache_uri(model: OrtModel, settings: OperatorSettings) -> str:
     cache = model.spec.engine_cache
     if cache.uri is not None:
@@ -154,6 +161,7 @@ def render_runtime_config(model: OrtModel, settings: OperatorSettings) -> Runtim
         server=ServerConfig(
             host="0.0.0.0",
             port=spec.port,
+            grpc_port=grpc_port(model),
             workers=spec.server.workers,
             instances=spec.server.instances,
         ),
@@ -284,7 +292,10 @@ def _container(model: OrtModel, settings: OperatorSettings) -> dict[str, Any]:
     return {
         **container_base(model, settings, "runtime", [field_env("POD_IP", "status.podIP")]),
         "args": ["serve", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}", "--host", "$(POD_IP)"],
-        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": port, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": grpc_port(model), "protocol": "TCP"},
+        ],
         "startupProbe": {
             "httpGet": {"path": "/v2/health/ready", "port": "http"},
             "periodSeconds": STARTUP_PERIOD_S,
@@ -392,7 +403,7 @@ def render_deployment(model: OrtModel, settings: OperatorSettings) -> Manifest:
 
 
 def render_service(model: OrtModel) -> Manifest:
-    """The ClusterIP Service in front of the runtime pods (port name ``http``)."""
+    """The ClusterIP Service in front of the runtime pods (ports named ``http`` and ``grpc``)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -401,7 +412,8 @@ def render_service(model: OrtModel) -> Manifest:
             "type": "ClusterIP",
             "selector": selector_labels(model),
             "ports": [
-                {"name": "http", "port": model.spec.port, "targetPort": "http", "protocol": "TCP"}
+                {"name": "http", "port": model.spec.port, "targetPort": "http", "protocol": "TCP"},
+                {"name": "grpc", "port": grpc_port(model), "targetPort": "grpc", "protocol": "TCP"},
             ],
         },
     }
