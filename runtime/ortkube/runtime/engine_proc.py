@@ -27,8 +27,8 @@ from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, Fra
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
-from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
+from ortkube.runtime.runner import Feeds, RunResult
 from ortkube.runtime.server import is_input_error
 from ortkube.runtime.shm import (
     RESPONSE_HEADER_ROOM,
@@ -90,6 +90,12 @@ class EngineServer:
             return
         if kind == INFER:
             self._take_back(connection, body[4])
+            if self.infers == 0 and protocol.burst == 1:
+                # Alone: nothing in flight, nothing arrived with it. It runs on this loop
+                # at once (no task, no thread hop, no batcher glue); a long run delays only
+                # messages to this engine, whose loop answers no health checks.
+                self._infer_here(connection, request_id, body)
+                return
             self.infers += 1
             task = asyncio.ensure_future(self._infer(connection, request_id, body))
             task.add_done_callback(self._infer_done)
@@ -110,30 +116,54 @@ class EngineServer:
         except Exception as error:
             protocol.send((ERROR, request_id, error_reply(error)))
 
-    async def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
-        slot_name, layout, output_names, forget, _ = body
+    def _feeds(self, connection: _Connection, body: Any) -> Feeds:
+        """The request's inputs: views of the front-end's slot."""
+        slot_name, layout, _, forget, _ = body
         self.attachments.forget(forget)
         connection.mapped.difference_update(forget)
+        connection.mapped.add(slot_name)
+        return read_tensors(self.attachments.get(slot_name), layout)
+
+    def _infer_here(self, connection: _Connection, request_id: int, body: Any) -> None:
         try:
-            connection.mapped.add(slot_name)
-            feeds = read_tensors(self.attachments.get(slot_name), layout)
-            # A lone request runs on this loop at once (no thread hop, no batcher glue); with
-            # others in flight it goes to the runner threads or the batcher.
-            alone = self.infers == 1
-            result, executions = await self.host.execute(feeds, output_names, alone)
-            del feeds
+            result = self.host.execute_here(self._feeds(connection, body), body[2])
+        except Exception as error:
+            self._fail(connection, request_id, error)
+            return
+        self._reply(connection, request_id, body[2], result, 1)
+
+    async def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
+        try:
+            result, executions = await self.host.execute(self._feeds(connection, body), body[2])
+        except Exception as error:
+            self._fail(connection, request_id, error)
+            return
+        self._reply(connection, request_id, body[2], result, executions)
+
+    def _fail(self, connection: _Connection, request_id: int, error: Exception) -> None:
+        if error_reply(error)[0] >= 500:
+            log.exception("event=engine_infer_failed", exc_info=error)
+        connection.protocol.send((ERROR, request_id, error_reply(error)))
+
+    def _reply(
+        self,
+        connection: _Connection,
+        request_id: int,
+        output_names: list[str],
+        result: RunResult,
+        executions: int,
+    ) -> None:
+        """Copy the outputs into a slot of this engine (the one copy out) and answer."""
+        if connection.protocol.closed.done():  # the front-end went away meanwhile
+            return
+        try:
             named = list(zip(output_names, result.outputs, strict=True))
             slot = self.pool.acquire(RESPONSE_HEADER_ROOM + tensors_size(result.outputs))
-            self._slots_gauge.inc()
             out_layout = write_tensors(slot, named, start=RESPONSE_HEADER_ROOM, packed=True)
         except Exception as error:
-            if error_reply(error)[0] >= 500:
-                log.exception("event=engine_infer_failed")
-            connection.protocol.send((ERROR, request_id, error_reply(error)))
+            self._fail(connection, request_id, error)
             return
-        if connection.protocol.closed.done():  # the front-end went away meanwhile
-            self._give_back(slot)
-            return
+        self._slots_gauge.inc()
         connection.lent[slot.name] = slot
         reply = (
             slot.name,
@@ -185,7 +215,7 @@ async def serve_engine(plan: RunPlan, index: int) -> int:
     server = await loop.create_unix_server(engine.protocol, str(path))
     os.chmod(path, 0o600)
     log.info("event=engine_listening index=%d pid=%d socket=%s", index, os.getpid(), path)
-    loading = asyncio.create_task(load_until_ready(host))
+    loading = asyncio.create_task(host.load())
     await stop.wait()
     log.info("event=engine_drain_start index=%d in_flight=%d", index, len(engine.tasks))
     host.start_draining()

@@ -45,6 +45,7 @@ class FramedProtocol(asyncio.Protocol):
         self._on_message = on_message
         self._on_lost = on_lost
         self._buffer = bytearray()
+        self.burst = 0
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -56,16 +57,20 @@ class FramedProtocol(asyncio.Protocol):
         buffer = self._buffer
         buffer += data
         start = 0
+        messages: list[Message] = []
         while len(buffer) - start >= 4:
             (length,) = _FRAME.unpack_from(buffer, start)
             end = start + 4 + length
             if len(buffer) < end:
                 break
-            message = pickle.loads(buffer[start + 4 : end])
+            messages.append(pickle.loads(buffer[start + 4 : end]))
             start = end
-            self._on_message(self, message)
         if start:
             del buffer[:start]
+        # How many arrived together: the engine runs a lone one at once, a burst together.
+        self.burst = len(messages)
+        for message in messages:
+            self._on_message(self, message)
 
     def send(self, message: Message) -> None:
         """Queue a message (dropped with a log line if the peer is gone)."""

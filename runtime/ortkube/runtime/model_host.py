@@ -28,7 +28,7 @@ from ortkube.runtime.metrics import (
 )
 from ortkube.runtime.protocol import InferRequest, RequestedOutput
 from ortkube.runtime.providers import GPU_PROVIDERS
-from ortkube.runtime.runner import Feeds, RunResult
+from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
 from ortkube.runtime.sessions import LoadedModel, create_sessions, route_request
 from ortkube.runtime.shapes import check_inputs, select_outputs
 from ortkube.runtime.signature import ModelSignature
@@ -205,19 +205,21 @@ class ModelHost:
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
-    async def execute(
-        self, feeds: Feeds, output_names: Sequence[str], alone: bool = False
-    ) -> tuple[RunResult, int]:
-        """Route validated inputs to their session and run them (batched when on); returns
-        the run and the executions this request accounts for. ``alone``: nothing else is in
-        flight, so the run happens on this thread at once (engine processes only: their loop
-        answers no health checks)."""
+    def execute_here(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
+        """Route and run on this thread at once: an engine process's loop when nothing else
+        is in flight (it answers no health checks), which saves the thread hop."""
+        return self._route(feeds).run_here(feeds, output_names)
+
+    def _route(self, feeds: Feeds) -> SessionRunner:
         loaded = self.require_loaded()
-        runner = route_request(
+        return route_request(
             self.config, loaded, {name: array.shape for name, array in feeds.items()}
         )
-        if alone:
-            return runner.run_here(feeds, output_names), 1
+
+    async def execute(self, feeds: Feeds, output_names: Sequence[str]) -> tuple[RunResult, int]:
+        """Route validated inputs to their session and run them (batched when on); returns
+        the run and the executions this request accounts for."""
+        runner = self._route(feeds)
         if self.batcher is None:
             return await runner.run(feeds, output_names), 1
         batched = await self.batcher.submit(feeds, output_names, runner)

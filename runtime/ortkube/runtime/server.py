@@ -252,7 +252,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
         parts = encode_response_parts(
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
-        response = await _respond(request, parts, outcome)
+        response = _respond(parts, outcome)
     except RuntimeServingError as error:
         failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
         failure.inc()
@@ -284,9 +284,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _respond(
-    request: web.Request, parts: ResponseParts, outcome: InferOutcome
-) -> web.StreamResponse:
+def _respond(parts: ResponseParts, outcome: InferOutcome) -> web.Response:
     """The body as one buffer: where the outputs already lie (a shared-memory slot, the one
     copy out having been onnxruntime's output into it), else header and blobs joined (the one
     copy out of onnxruntime's output)."""
@@ -298,12 +296,9 @@ async def _respond(
     if in_place is None:
         body = b"".join([parts.header, *parts.blobs]) if parts.blobs else parts.header
         return web.Response(body=body, content_type=parts.content_type, headers=headers)
-    response = web.StreamResponse(headers={**headers, "Content-Type": parts.content_type})
-    response.content_length = parts.length
-    await response.prepare(request)
-    # Headers and body leave together (aiohttp coalesces them into one write).
-    await response.write_eof(in_place)  # type: ignore[arg-type]  # aiohttp takes any buffer
-    return response
+    # A Response (unlike a StreamResponse) holds its headers back until the body's first
+    # write, so headers and body leave in one write.
+    return web.Response(body=in_place, content_type=parts.content_type, headers=headers)
 
 
 def _release_when_sent(request: web.Request, release: Callable[[], None]) -> None:
