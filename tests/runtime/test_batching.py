@@ -8,6 +8,7 @@ import re
 
 import aiohttp
 import numpy as np
+import pytest
 
 from ortkube.runtime.providers import CPU
 from tests import onnx_models
@@ -40,15 +41,17 @@ def executions(metrics: str) -> float:
     return float(match.group(1))
 
 
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-workers"])
 async def test_queued_requests_share_runs_and_each_gets_its_own_rows(
-    start_server: StartServer,
+    start_server: StartServer, workers: int
 ) -> None:
-    # Identity weights: each answer must equal its own input, so a mix-up shows.
+    # Identity weights: each answer must equal its own input, so a mix-up shows. With two
+    # workers the requests reach the engine's one batcher from both.
     server = start_server(
         onnx_models.slow_mlp(WIDTH, repeats=100),
         name="slow",
         providers=[CPU],
-        server={"max_concurrency": 1},
+        server={"max_concurrency": 1, "workers": workers},
         batching={"enabled": True, "max_batch_size": 64},
     )
     rng = np.random.default_rng(0)
