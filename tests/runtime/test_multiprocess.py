@@ -186,3 +186,20 @@ def test_engine_down_fails_readiness_and_liveness(own_server: Any) -> None:
     assert server.get_json("/ortkube/status")[1]["phase"] == "Failed"
     # An engine's crash is the pod's to restart: the supervisor says so in its exit code.
     assert server.stop() == 1
+
+
+def test_a_model_that_fails_to_load_reports_why_from_every_worker(
+    start_server: StartServer,
+) -> None:
+    bad = {"name": "p", "inputs": [{"name": "nope", "min": [1], "opt": [1], "max": [2]}]}
+    server = start_server(
+        onnx_models.sample_model(), name="mlp", profiles=[bad], wait=False, server=TWO_WORKERS
+    )
+    status = server.wait_phase("Failed")
+    assert "profile 'p' input 'nope': the model has no such input" in status["message"]
+    assert {m["role"]: m["state"] for m in status["processes"]}["engine"] == "failed"
+    assert health(server, "/v2/health/ready") == 503
+    assert health(server, "/v2/health/live") == 200
+    code, body = server.get_json("/v2/models/mlp")
+    assert code == 503
+    assert "not ready (Failed" in body["error"]

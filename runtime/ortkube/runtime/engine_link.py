@@ -43,6 +43,12 @@ class EngineLink:
         self.lost = False
         self._released: list[str] = []
         self._flush: asyncio.TimerHandle | None = None
+        self._closing = False
+
+    @property
+    def connecting(self) -> bool:
+        """True until the first connection is made (the engine may still be starting)."""
+        return self._protocol is None and not self.lost
 
     @property
     def in_flight(self) -> int:
@@ -115,11 +121,13 @@ class EngineLink:
         for future in pending.values():
             if not future.done():
                 future.set_exception(ModelNotReady(f"engine {self.index} went away"))
-        log.warning(
-            "event=engine_connection_lost index=%d failed_calls=%d", self.index, len(pending)
+        level = logging.INFO if self._closing else logging.WARNING
+        log.log(
+            level, "event=engine_connection_lost index=%d failed_calls=%d", self.index, len(pending)
         )
 
     def close(self) -> None:
         """Close the connection."""
+        self._closing = True
         if self._protocol is not None:
             self._protocol.close()

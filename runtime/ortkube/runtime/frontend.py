@@ -122,6 +122,8 @@ class FrontendBackend:
 
     async def _engine_status(self, link: EngineLink) -> dict[str, Any]:
         """One engine's status; while it is busy in a long run, the last one it gave."""
+        if link.connecting:
+            return dict(self.last_status)
         try:
             document: dict[str, Any] = await asyncio.wait_for(
                 asyncio.shield(link.call(STATUS, None)), _STATUS_WAIT_S
