@@ -140,6 +140,8 @@ def test_pool_reuses_slots_and_retires_beyond_the_idle_cap(tmp_path: Path) -> No
 def test_size_classes_and_a_dead_owners_slots_are_removed(tmp_path: Path) -> None:
     assert size_class(1) == 64 << 10
     assert size_class((64 << 10) + 1) == 128 << 10
+    assert size_class(1 << 20) == 1 << 20
+    assert size_class(4_816_896) == 5 << 20  # ResNet-18 at batch 8: 5 MiB, not 8
     pool = SlotPool("ortkube-run-w1", tmp_path)
     other = SlotPool("ortkube-run-w10", tmp_path)
     pool.acquire(1), pool.acquire(1), other.acquire(1)
@@ -197,3 +199,13 @@ def test_a_full_shm_root_puts_the_slot_in_the_fallback_dir(
     slot = SlotPool("ortkube-run-w0", full).acquire(10)
     assert Path(slot.name).parent == fallback
     assert list(full.iterdir()) == []
+
+
+def test_idle_slots_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("ortkube.runtime.shm._IDLE_MAX_BYTES", 128 << 10)
+    pool = SlotPool("ortkube-run-w2", tmp_path)
+    slots = [pool.acquire(1) for _ in range(3)]
+    for slot in slots:
+        pool.release(slot)
+    assert pool.idle_bytes() == 128 << 10
+    assert len(pool.take_retired()) == 1

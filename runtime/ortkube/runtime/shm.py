@@ -33,6 +33,10 @@ _ALIGN = 64
 _MIN_SLOT = 64 << 10
 # Idle slots kept per size class; more are unlinked when returned.
 _IDLE_PER_CLASS = 16
+# And at most this many idle bytes per process: shared memory counts against the pod's memory.
+_IDLE_MAX_BYTES = 256 << 20
+# Above this, sizes grow in steps of it rather than doubling (a 4.8 MB tensor takes 5 MiB).
+_SIZE_STEP = 1 << 20
 _LENGTH_PREFIX = struct.Struct("<I")
 # Output slots leave this much room before the tensors: the front-end writes the response's
 # JSON header there, so header and tensors go to the socket as one buffer.
@@ -51,7 +55,10 @@ def shm_root() -> Path:
 
 
 def size_class(nbytes: int) -> int:
-    """The slot size that holds ``nbytes``: a power of two, at least 64 KiB."""
+    """The slot size that holds ``nbytes``: a power of two from 64 KiB to 1 MiB, then a
+    multiple of 1 MiB (so large tensors waste at most 1 MiB, not half)."""
+    if nbytes > _SIZE_STEP:
+        return -(-nbytes // _SIZE_STEP) * _SIZE_STEP
     size = _MIN_SLOT
     while size < nbytes:
         size <<= 1
@@ -144,7 +151,7 @@ class SlotPool:
         """Give a slot back; beyond the idle cap it is unlinked and announced as retired."""
         self.in_use -= 1
         idle = self._idle.setdefault(slot.size, [])
-        if len(idle) < _IDLE_PER_CLASS:
+        if len(idle) < _IDLE_PER_CLASS and self.idle_bytes() + slot.size <= _IDLE_MAX_BYTES:
             idle.append(slot)
             return
         self._unlink(slot.name)
@@ -164,6 +171,10 @@ class SlotPool:
             for slot in idle:
                 self._unlink(slot.name)
         self._idle.clear()
+
+    def idle_bytes(self) -> int:
+        """Bytes of the slots kept for reuse."""
+        return sum(size * len(idle) for size, idle in self._idle.items())
 
     def idle_count(self) -> int:
         """Slots kept for reuse."""
