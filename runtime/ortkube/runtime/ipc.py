@@ -45,6 +45,7 @@ class FramedProtocol(asyncio.Protocol):
         self._on_message = on_message
         self._on_lost = on_lost
         self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
         self.burst = 0
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
@@ -73,11 +74,20 @@ class FramedProtocol(asyncio.Protocol):
             self._on_message(self, message)
 
     def send(self, message: Message) -> None:
-        """Queue a message (dropped with a log line if the peer is gone)."""
+        """Queue a message; the messages of one loop iteration leave in one write (one
+        wake-up of the peer, which then sees them as one burst). Dropped with a log line if
+        the peer is gone."""
         if self.transport is None or self.transport.is_closing():
             log.debug("event=ipc_send_dropped kind=%s", message[0])
             return
-        self.transport.write(encode_frame(message))
+        if not self._outgoing:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._outgoing.append(encode_frame(message))
+
+    def _flush(self) -> None:
+        frames, self._outgoing = self._outgoing, []
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
