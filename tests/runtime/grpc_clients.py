@@ -84,6 +84,7 @@ def triton_errors(url: str, model: str) -> dict[str, Any]:
         return lambda: client.infer(name, [*inputs, b])
 
     return {
+        **malformed_messages(url, model),
         "unknown_model": _triton_status(infer("nope", A)),
         "wrong_rank": _triton_status(infer(model, np.ones(4, np.float32))),
         "wrong_datatype": _triton_status(infer(model, A.astype(np.float64), "FP64")),
@@ -91,6 +92,36 @@ def triton_errors(url: str, model: str) -> dict[str, Any]:
         "unknown_metadata": _triton_status(lambda: client.get_model_metadata("nope")),
         "statistics_unknown": _triton_status(lambda: client.get_inference_statistics("nope")),
     }
+
+
+def malformed_messages(url: str, model: str) -> dict[str, str]:
+    """ModelInfer messages no client library would build, sent with Triton's own stub."""
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    raw_count = service_pb2.ModelInferRequest(model_name=model)
+    raw_count.inputs.add(name="a", datatype="FP32", shape=[2, 4])
+    raw_count.inputs.add(name="b", datatype="INT64", shape=[2, 4])
+    raw_count.raw_input_contents.append(A.tobytes())
+    typed_count = service_pb2.ModelInferRequest(model_name=model)
+    typed_count.inputs.add(name="a", datatype="FP32", shape=[2, 4]).contents.fp32_contents.extend(
+        [1.0, 2.0, 3.0]
+    )
+    cases = {
+        "raw_count": raw_count,
+        "typed_count": typed_count,
+        "no_inputs": service_pb2.ModelInferRequest(model_name=model),
+    }
+    seen = {}
+    with grpc.insecure_channel(url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        for name, message in cases.items():
+            try:
+                stub.ModelInfer(message)
+                seen[name] = "OK"
+            except grpc.RpcError as error:
+                seen[name] = f"{error.code()}: {error.details()}"
+    return seen
 
 
 async def kserve(url: str, model: str) -> dict[str, Any]:

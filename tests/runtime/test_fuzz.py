@@ -164,3 +164,67 @@ def test_fuzzed_requests_get_json_4xx_and_the_server_keeps_serving(
     print(f"fuzz seed={FUZZ_SEED} statuses={dict(sorted(statuses.items()))}")
     assert sum(statuses.values()) >= FUZZ_EXAMPLES
     assert "internal_error" not in fuzz_server.log()
+
+
+GOOD_BODY = json.dumps(GOOD_REQUEST).encode()
+# The cases the issue found answering 500 or a text/plain 400: (id, body, headers, status, text)
+REPORTED: list[tuple[str, bytes, dict[str, str], int, str]] = [
+    ("deep nesting", b"[" * 50_000 + b"]" * 50_000, {}, 400, "nested deeper than 64"),
+    ("body a list", b"[1, 2]", {}, 400, "must be a JSON object, got list"),
+    ("body a string", b'"x"', {}, 400, "must be a JSON object, got str"),
+    ("body a number", b"7", {}, 400, "must be a JSON object, got int"),
+    ("body false", b"false", {}, 400, "must be a JSON object, got bool"),
+    (
+        "parameters a list",
+        json.dumps({**GOOD_REQUEST, "parameters": [1]}).encode(),
+        {},
+        400,
+        "parameters: Input should be a valid dictionary",
+    ),
+    (
+        "input parameters a string",
+        json.dumps(
+            {
+                "inputs": [
+                    {**GOOD_REQUEST["inputs"][0], "parameters": "x"},
+                    GOOD_REQUEST["inputs"][1],
+                ]
+            }
+        ).encode(),
+        {},
+        400,
+        "inputs[0].parameters: Input should be a valid dictionary",
+    ),
+    ("br", GOOD_BODY, {"Content-Encoding": "br"}, 415, "accepted: identity, gzip, deflate"),
+    ("zstd", GOOD_BODY, {"Content-Encoding": "zstd"}, 415, "'zstd' is not supported"),
+    (
+        "truncated gzip",
+        gzip.compress(GOOD_BODY)[:-12],
+        {"Content-Encoding": "gzip"},
+        400,
+        "the gzip body is truncated",
+    ),
+    ("gzip", gzip.compress(GOOD_BODY), {"Content-Encoding": "gzip"}, 200, ""),
+    ("deflate", zlib.compress(GOOD_BODY), {"Content-Encoding": "deflate"}, 200, ""),
+]
+
+
+@pytest.mark.parametrize(
+    ("body", "headers", "status", "message"),
+    [row[1:] for row in REPORTED],
+    ids=[row[0] for row in REPORTED],
+)
+def test_reported_malformed_requests_are_json_4xx(
+    fuzz_server: ServeProcess, body: bytes, headers: dict[str, str], status: int, message: str
+) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", fuzz_server.port, timeout=30)
+    try:
+        got, payload, content_type = _post(connection, body, headers)
+        assert got == status, payload[:300]
+        assert content_type.startswith("application/json")
+        if status >= 400:
+            assert message in json.loads(payload)["error"]
+        else:
+            assert json.loads(payload)["outputs"][0]["data"] == GOOD_ANSWER
+    finally:
+        connection.close()

@@ -80,6 +80,14 @@ def test_grpc_errors_carry_the_http_errors_as_status_codes(two_io_server: ServeP
         "StatusCode.INVALID_ARGUMENT: input 'a': datatype FP64 does not match the model's FP32"
     )
     assert seen["metadata"] == "OK"
+    assert seen["raw_count"] == (
+        "StatusCode.INVALID_ARGUMENT: raw_input_contents has 1 entries for 2 inputs"
+    )
+    assert seen["typed_count"] == (
+        "StatusCode.INVALID_ARGUMENT: input 'a': contents.fp32_contents has 3 elements, "
+        "shape [2, 4] needs 8"
+    )
+    assert seen["no_inputs"] == "StatusCode.INVALID_ARGUMENT: inputs: at least one input is needed"
 
 
 def test_grpc_answers_unavailable_while_the_model_is_not_ready(module_dir: Path) -> None:
