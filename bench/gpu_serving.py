@@ -225,7 +225,7 @@ def parse_sources(specs: list[str]) -> list[ServerSource]:
     return sources
 
 
-def parse_configs(specs: list[str]) -> dict[tuple[str, str], dict[str, Any]]:
+def parse_configs(specs: list[str]) -> dict[tuple[str, str], Any]:
     configs = {}
     for spec in specs:
         key, _, fields = spec.partition("=")
@@ -251,7 +251,11 @@ def arguments() -> argparse.Namespace:
         action="append",
         default=[],
         metavar="LABEL:SCENARIO=JSON",
-        help="RuntimeConfig fields for one server on one scenario, replacing the scenario's",
+        help="RuntimeConfig fields for one server on one scenario, replacing the scenario's; "
+        '"skip": no such row',
+    )
+    parser.add_argument(
+        "--target-label", help="the server judged against the targets (default: last)"
     )
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--clients", default="1,4,8,16,32,64")
@@ -320,6 +324,8 @@ def main() -> None:
                 continue
             for source in sources:
                 fields = configs.get((source.label, scenario), extra)
+                if fields == "skip":
+                    continue
                 config = deep_merge(
                     base_config(MODELS[model_key], args.model_dir, args.provider), fields
                 )
@@ -339,7 +345,10 @@ def main() -> None:
             "sources": [(s.label, s.commit) for s in sources],
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
-        report = render_report(context, inprocess, rows, [s.label for s in sources])
+        # The label the targets are judged on goes last (the report's rightmost columns).
+        labels = [s.label for s in sources if s.label != args.target_label]
+        labels += [s.label for s in sources if s.label == args.target_label]
+        report = render_report(context, inprocess, rows, labels)
         raw = {"context": context, "inprocess": inprocess, "rows": [_row_json(r) for r in rows]}
         (logs / "gpu_serving.json").write_text(json.dumps(raw, indent=1, default=str))
     args.out.parent.mkdir(parents=True, exist_ok=True)
