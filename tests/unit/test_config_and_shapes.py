@@ -12,7 +12,6 @@ from ortkube.runtime.config import RuntimeConfig, ShapeProfile, WarmupConfig, me
 from ortkube.runtime.datatypes import from_ort
 from ortkube.runtime.engine import select_profile
 from ortkube.runtime.protocol import decode_request, encode_response
-from ortkube.runtime.serve_cli import config_from_args, parse_args
 from ortkube.runtime.shapes import check_profiles_against_signature, outside_profiles_message
 from ortkube.runtime.signature import ModelSignature, TensorSpec
 from ortkube.runtime.warmup import fixed_shapes, warmup_feeds, warmup_shapes
@@ -134,14 +133,3 @@ def test_cuda_graphs_are_captured_only_for_fixed_shapes() -> None:
         inputs=(TensorSpec("x", from_ort("tensor(float)"), (2, 4)),), outputs=SIGNATURE.outputs
     )
     assert fixed_shapes(static, []) == [{"x": [2, 4]}]
-
-
-def test_serve_flags_set_workers_and_instances() -> None:
-    args = parse_args(
-        ["--model", "m.onnx", "--name", "m", "--workers", "3", "--instances", "2"], "t"
-    )
-    server = config_from_args(args).server
-    assert (server.workers, server.instances) == (3, 2)
-    assert (
-        config_from_args(parse_args(["--model", "m.onnx", "--name", "m"], "t")).server.workers == 0
-    )
