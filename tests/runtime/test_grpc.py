@@ -5,11 +5,14 @@ process and on two front-end workers; errors as INVALID_ARGUMENT / NOT_FOUND / U
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from tests import onnx_models
+from tests.runtime.conftest import StartServer
 from tests.runtime_process import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,3 +128,13 @@ def test_http_statistics_route_sums_requests(two_io_server: ServeProcess) -> Non
     assert two_io_server.get_json("/v2/models/stats")[0] == 200
     assert two_io_server.get_json("/v2/models/nope/stats")[0] == 404
     assert two_io_server.get_json("/v2/models/two_io/versions/9/stats")[0] == 404
+
+
+def test_grpc_port_zero_is_one_port_for_every_worker(start_server: StartServer) -> None:
+    server = start_server(
+        onnx_models.two_in_two_out(), name="two_io", server={"workers": 2, "grpc_port": 0}
+    )
+    ports = set(re.findall(r"event=grpc_listening host=127.0.0.1 port=(\d+)", server.log()))
+    assert len(ports) == 1, server.log()
+    server.grpc_port = int(ports.pop())
+    assert run_client("kserve", server)["raw"]["sum"] == SUM

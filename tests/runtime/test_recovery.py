@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from ortkube.devcluster.processes import free_port
-from ortkube.runtime.recovery import ReloadPolicy, retry_message
+from ortkube.runtime.contract import Phase
+from ortkube.runtime.recovery import ReloadPolicy, failed_fetching, retry_message
 from tests import onnx_models
 from tests.runtime.conftest import TOPOLOGIES, TOPOLOGY_IDS
 from tests.runtime_process import ServeProcess
@@ -99,6 +100,13 @@ def test_a_404_model_is_retried_and_serves_once_the_file_appears(
     assert "event=load_retry model=mlp failures=1" in log
     attempts = counts["/mlp.onnx"]
     assert attempts == log.count("event=load_retry") + 1
+
+
+def test_only_a_failed_fetch_is_retried() -> None:
+    assert failed_fetching([Phase.FETCHING, Phase.FAILED])
+    assert not failed_fetching([Phase.FETCHING, Phase.BUILDING, Phase.FAILED])
+    assert not failed_fetching([Phase.FETCHING, Phase.BUILDING, Phase.WARMING_UP, Phase.FAILED])
+    assert not failed_fetching([])
 
 
 def test_reload_delays_double_up_to_five_minutes() -> None:

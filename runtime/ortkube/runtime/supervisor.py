@@ -175,6 +175,12 @@ def run_supervisor(config: RuntimeConfig, topology: Topology) -> int:
     """Serve with ``topology``'s processes until SIGTERM/SIGINT; 0 after a clean drain, 1 if
     an engine had crashed."""
     reserved = reserve_port(config.server.host, config.server.port)
+    # The gRPC port too: port 0 resolves once for every worker, and it stays ours.
+    grpc_reserved = None
+    if config.server.grpc_port is not None:
+        grpc_reserved = reserve_port(config.server.host, config.server.grpc_port)
+        server = config.server.model_copy(update={"grpc_port": grpc_reserved.getsockname()[1]})
+        config = config.model_copy(update={"server": server})
     plan = plan_run(config, topology, reserved.getsockname()[1])
     board = Board(plan.board_path, plan.engines, plan.workers, create=True)
     env = {**os.environ, MULTIPROCESS_DIR_ENV: str(plan.metrics_dir)}
@@ -205,6 +211,8 @@ def run_supervisor(config: RuntimeConfig, topology: Topology) -> int:
         supervisor.drain(config.server.shutdown_grace_s)
     finally:
         reserved.close()
+        if grpc_reserved is not None:
+            grpc_reserved.close()
         remove_owner_slots(slot_roots(), f"ortkube-{plan.run_id}")
         shutil.rmtree(plan.run_dir, ignore_errors=True)
     log.info("event=shutdown_done model=%s", config.name)
