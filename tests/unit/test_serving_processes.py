@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from ortkube.runtime.board import Board, MemberState
-from ortkube.runtime.config import ServerConfig, ShapeProfile, WarmupConfig
+from ortkube.runtime.config import RuntimeConfig, ServerConfig, ShapeProfile, WarmupConfig
 from ortkube.runtime.ipc import FramedProtocol, Message, encode_frame
+from ortkube.runtime.run_plan import RunPlan
 from ortkube.runtime.shm import (
     Attachments,
     SlotPool,
@@ -209,3 +210,18 @@ def test_idle_slots_are_bounded_in_bytes(tmp_path: Path, monkeypatch: pytest.Mon
         pool.release(slot)
     assert pool.idle_bytes() == 128 << 10
     assert len(pool.take_retired()) == 1
+
+
+@pytest.mark.parametrize(
+    ("on_gpu", "asked", "runs"), [(True, 0, 8), (True, 3, 3), (False, 0, 0), (False, 2, 2)]
+)
+def test_gpu_engines_run_eight_at_once_unless_told(on_gpu: bool, asked: int, runs: int) -> None:
+    config = RuntimeConfig.model_validate(
+        {"name": "m", "model": {"uri": "m.onnx"}, "server": {"max_concurrency": asked}}
+    )
+    plan = RunPlan(
+        config=config, run_dir="/x", run_id="r", workers=2, engine_devices=[0, 1], on_gpu=on_gpu
+    )
+    engine = plan.engine_config(1)
+    assert engine.server.max_concurrency == runs
+    assert engine.cuda.device_id == 1

@@ -213,7 +213,8 @@ class ServerConfig(StrictModel):
     max_concurrency: int = Field(
         default=0,
         ge=0,
-        description="Inference runs at once (0: one per core on CPU, two on a GPU).",
+        description="Inference runs at once (0: one per core on CPU; on a GPU two in one "
+        "process, eight in each engine process of a multi-process server).",
     )
     intra_op_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per run (0: cores / concurrency)."

@@ -38,6 +38,8 @@ from ortkube.runtime.warmup import warmup_feeds, warmup_is_guessed
 
 log = logging.getLogger("ortkube.runtime.model")
 
+GPU_BATCH_WORKERS = 2
+
 
 @dataclass
 class InferOutcome:
@@ -238,7 +240,11 @@ class ModelHost:
         max_rows = batching.max_batch_size or default_max_batch(self.config.profiles, on_gpu)
         self.batcher = DynamicBatcher(
             lambda shapes: route_request(self.config, loaded, shapes),
-            workers=loaded.routes[0].runner.concurrency,
+            # On a GPU two batches at once, like two Triton instances behind one batcher:
+            # more would split the queue into smaller batches.
+            workers=min(loaded.routes[0].runner.concurrency, GPU_BATCH_WORKERS)
+            if on_gpu
+            else loaded.routes[0].runner.concurrency,
             max_batch_size=max_rows,
             max_queue_delay_s=batching.max_queue_delay_ms / 1000,
         )

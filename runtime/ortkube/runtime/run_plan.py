@@ -22,6 +22,7 @@ from ortkube.runtime.config import RuntimeConfig
 log = logging.getLogger("ortkube.runtime.run_plan")
 
 PLAN_FILE = "plan.json"
+ENGINE_GPU_RUNS = 8
 _PR_SET_PDEATHSIG = 1
 
 
@@ -61,9 +62,15 @@ class RunPlan(BaseModel):
         return f"ortkube-{self.run_id}-{role[0]}{index}"
 
     def engine_config(self, index: int) -> RuntimeConfig:
-        """The config engine ``index`` runs: its own CUDA device."""
+        """The config engine ``index`` runs: its own CUDA device, and on a GPU, unless set,
+        ``ENGINE_GPU_RUNS`` runs at once (one process measured best with two, its loop
+        fighting the runs for the GIL; an engine's loop does little Python, and in-process
+        onnxruntime on the GPU ran 3.7x faster from 16 callers than from one)."""
         cuda = self.config.cuda.model_copy(update={"device_id": self.engine_devices[index]})
-        return self.config.model_copy(update={"cuda": cuda})
+        server = self.config.server
+        if self.on_gpu and not server.max_concurrency:
+            server = server.model_copy(update={"max_concurrency": ENGINE_GPU_RUNS})
+        return self.config.model_copy(update={"cuda": cuda, "server": server})
 
     def write(self) -> Path:
         """Write the plan into the run directory."""
