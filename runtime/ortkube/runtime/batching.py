@@ -147,7 +147,8 @@ class DynamicBatcher:
     async def _run(self, batch: list[_Pending]) -> None:
         head = batch[0]
         try:
-            result = await head.runner.run(merge_feeds([p.feeds for p in batch]), head.output_names)
+            feeds = [p.feeds for p in batch]
+            result = await head.runner.run_built(lambda: merge_feeds(feeds), head.output_names)
         except Exception as error:
             for pending in batch:
                 if not pending.future.done():
