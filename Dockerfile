@@ -96,6 +96,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
 USER 1000:1000
-EXPOSE 8080
+EXPOSE 8080 8081
 ENTRYPOINT ["ortkube"]
 CMD ["serve", "--help"]
