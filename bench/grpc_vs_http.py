@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,24 +29,12 @@ import onnxruntime as ort
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import hey  # noqa: E402
+from bench import ghz, hey  # noqa: E402
 from ortkube.runtime.grpc_gen import grpc_service_pb2 as pb  # noqa: E402
 from tests import onnx_models  # noqa: E402
 from tests.runtime_process import ServeProcess, binary_infer_request  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "grpc_vs_http_cpu.md"
-GHZ_MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
-PROTO = ROOT / "runtime" / "ortkube" / "runtime" / "grpc_gen" / "grpc_service.proto"
-
-
-def build_ghz() -> Path:
-    """The ghz binary, built from its Go module the first time."""
-    binary: Path = hey.CACHE_BIN / "ghz"
-    if not binary.exists():
-        hey.CACHE_BIN.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(hey.CACHE_BIN)}
-        subprocess.run(["go", "install", GHZ_MODULE], check=True, env=env)
-    return binary
 
 
 def grpc_request(model: str, x: np.ndarray) -> pb.ModelInferRequest:
@@ -76,32 +63,6 @@ def check_answers(server: ServeProcess, model: str, x: np.ndarray, expected: np.
     grpc_y = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(expected.shape)
     np.testing.assert_allclose(http_y, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grpc_y, expected, rtol=1e-4, atol=1e-4)
-
-
-def run_ghz(binary: Path, port: int, message: Path, clients: int, seconds: float) -> dict[str, Any]:
-    command = [
-        str(binary), "--insecure", "--proto", str(PROTO),
-        "--call", "inference.GRPCInferenceService.ModelInfer",
-        "-B", str(message), "-c", str(clients), "--connections", str(clients),
-        "-z", f"{seconds}s", "--format", "json", f"127.0.0.1:{port}",
-    ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
-    report: dict[str, Any] = json.loads(done.stdout)
-    ok = report.get("statusCodeDistribution", {}).get("OK", 0)
-    latencies = {d["percentage"]: d["latency"] for d in report.get("latencyDistribution") or []}
-    other = {k: v for k, v in report.get("statusCodeDistribution", {}).items() if k != "OK"}
-    # ghz cancels the calls in flight when -z runs out (one per connection at most), and
-    # counts them Unavailable: they are the deadline's, not the server's.
-    if other.get("Unavailable", 0) <= clients:
-        other.pop("Unavailable", None)
-    return {
-        "ok_per_s": ok / (report["total"] / 1e9),
-        "p50_ms": latencies.get(50, 0) / 1e6,
-        "p99_ms": latencies.get(99, 0) / 1e6,
-        "other": other,
-    }
 
 
 def run_hey(
@@ -146,7 +107,9 @@ def bench_model(
             https, grpcs = [], []
             for _ in range(repeats):
                 https.append(run_hey(hey_binary, server, "m", body_file, headers, count, seconds))
-                grpcs.append(run_ghz(ghz_binary, server.grpc_port, message, count, seconds))
+                grpcs.append(
+                    ghz.run(ghz_binary, f"127.0.0.1:{server.grpc_port}", message, count, seconds)
+                )
             http = max(https, key=lambda run: float(run["ok_per_s"]))
             grpc = max(grpcs, key=lambda run: float(run["ok_per_s"]))
             rows.append({"model": label, "clients": count, "http": http, "grpc": grpc})
@@ -181,7 +144,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="runs per row; the best counts")
     args = parser.parse_args()
     clients = [int(c) for c in args.clients.split(",")]
-    tools = (hey.build(), build_ghz())
+    tools = (hey.build(), ghz.build())
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="grpc-vs-http-") as tmp:
         workdir = Path(tmp)

@@ -1,0 +1,101 @@
+"""ghz, the Go gRPC load generator: build it once, stage it for the GPU machine, run and parse it.
+
+The gRPC counterpart of bench/hey.py: a load generator that is not Python, built from its Go
+module (``CGO_ENABLED=0``: one static binary) into ``~/.cache/ortkube/bin``, once. It sends a
+pre-serialized ``ModelInferRequest`` (``-B``) to ``inference.GRPCInferenceService/ModelInfer``.
+
+Usage:
+  python bench/ghz.py build            # build (cached) and print the binary's path
+  python bench/ghz.py stage DIR        # build, then copy a gzipped binary into DIR (carried)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
+CACHE_BIN = Path.home() / ".cache" / "ortkube" / "bin"
+PROTO = (
+    Path(__file__).resolve().parent.parent
+    / "runtime" / "ortkube" / "runtime" / "grpc_gen" / "grpc_service.proto"
+)  # fmt: skip
+CALL = "inference.GRPCInferenceService.ModelInfer"
+
+
+def build() -> Path:
+    """The ghz binary, built from its Go module the first time."""
+    binary = CACHE_BIN / "ghz"
+    if not binary.exists():
+        CACHE_BIN.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(CACHE_BIN)}
+        subprocess.run(["go", "install", MODULE], check=True, env=env)
+    return binary
+
+
+def stage(directory: Path) -> Path:
+    """Copy the binary, gzipped, into ``directory``; return the copy's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / "ghz.gz"
+    with build().open("rb") as source, gzip.open(target, "wb") as sink:
+        shutil.copyfileobj(source, sink)
+    return target
+
+
+def unpack(gzipped: Path, directory: Path) -> Path:
+    """The executable from a staged ``ghz.gz`` (on the GPU machine)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    binary = directory / "ghz"
+    with gzip.open(gzipped, "rb") as source, binary.open("wb") as sink:
+        shutil.copyfileobj(source, sink)
+    binary.chmod(0o755)
+    return binary
+
+
+def run(
+    binary: Path, address: str, message: Path, clients: int, seconds: float, proto: Path = PROTO
+) -> dict[str, Any]:
+    """ModelInfer with the serialized ``message`` from ``clients`` connections for ``seconds``:
+    OK answers per second, p50 and p99 in ms, and any other status counts."""
+    command = [
+        str(binary), "--insecure", "--proto", str(proto), "--call", CALL,
+        "-B", str(message), "-c", str(clients), "--connections", str(clients),
+        "-z", f"{seconds}s", "--format", "json", address,
+    ]  # fmt: skip
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + 60, check=False
+    )
+    report: dict[str, Any] = json.loads(done.stdout)
+    codes = report.get("statusCodeDistribution") or {}
+    other = {k: v for k, v in codes.items() if k != "OK"}
+    # ghz cancels the calls in flight when -z runs out (one per connection at most) and counts
+    # them Unavailable: they are the deadline's, not the server's.
+    if other.get("Unavailable", 0) <= clients:
+        other.pop("Unavailable", None)
+    latencies = {d["percentage"]: d["latency"] for d in report.get("latencyDistribution") or []}
+    return {
+        "ok_per_s": codes.get("OK", 0) / (report["total"] / 1e9),
+        "p50_ms": latencies.get(50, 0) / 1e6,
+        "p99_ms": latencies.get(99, 0) / 1e6,
+        "other": other,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build")
+    staged = sub.add_parser("stage")
+    staged.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    print(build() if args.command == "build" else stage(args.directory))
+
+
+if __name__ == "__main__":
+    main()
