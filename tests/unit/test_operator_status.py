@@ -5,17 +5,13 @@ from typing import Any
 import pytest
 
 from ortkube.operator.api import Phase, parse_ortmodel
+from ortkube.operator.engine_status import BuildState, EngineBuild, observe_engine_build
+from ortkube.operator.pods import PodObservation, observe_pod, parse_runtime_status
 from ortkube.operator.reconcile import Outcome, engine_condition
 from ortkube.operator.status import (
-    BuildState,
-    EngineBuild,
     Observation,
-    PodObservation,
     compute_status,
     invalid_spec_status,
-    observe_engine_build,
-    observe_pod,
-    parse_runtime_status,
     status_patch,
 )
 from ortkube.runtime.contract import Phase as RuntimePhase

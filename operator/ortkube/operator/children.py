@@ -24,6 +24,7 @@ from ortkube.operator.engine_job import (
     needs_engine_build,
     render_engine_build_job,
 )
+from ortkube.operator.engine_status import job_succeeded
 from ortkube.operator.render import (
     CONFIG_LABEL,
     Manifest,
@@ -35,7 +36,6 @@ from ortkube.operator.render import (
     render_service,
 )
 from ortkube.operator.settings import OperatorSettings
-from ortkube.operator.status import job_succeeded
 
 # On every child: the hash of what was rendered, so a change of the render (a field dropped
 # included) is seen without walking the object.

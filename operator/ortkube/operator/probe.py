@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from ortkube.operator.status import parse_runtime_status
+from ortkube.operator.pods import parse_runtime_status
 from ortkube.runtime.contract import STATUS_PATH, RuntimeStatus
 from ortkube.runtime.contract import Phase as RuntimePhase
 

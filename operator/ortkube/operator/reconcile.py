@@ -21,18 +21,16 @@ import aiohttp
 
 from ortkube.operator import api, children
 from ortkube.operator.cache import ModelKey, Snapshot
+from ortkube.operator.engine_status import EngineBuild, job_succeeded, observe_engine_build
 from ortkube.operator.kube import KubeApi, KubeApiError
+from ortkube.operator.pods import observe_pod
 from ortkube.operator.probe import ReportCache, fetch_runtime_status
 from ortkube.operator.render import Manifest
 from ortkube.operator.settings import OperatorSettings
 from ortkube.operator.status import (
-    EngineBuild,
     Observation,
     compute_status,
     invalid_spec_status,
-    job_succeeded,
-    observe_engine_build,
-    observe_pod,
     status_patch,
 )
 from ortkube.operator.workqueue import Retry

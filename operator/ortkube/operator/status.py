@@ -7,27 +7,14 @@ of the previous status, so transitions are tested as a table.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
-
-from pydantic import ValidationError
 
 from ortkube.operator import render
 from ortkube.operator.api import Condition, OrtModel, OrtModelStatus, Phase
-from ortkube.runtime.contract import EngineExit, RuntimeStatus
+from ortkube.operator.engine_status import BuildState, EngineBuild
+from ortkube.operator.pods import STUCK_REASONS, PodObservation
 from ortkube.runtime.contract import Phase as RuntimePhase
 
-# Waiting reasons that will not fix themselves: the pod needs a person (or a new spec).
-STUCK_REASONS = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-    }
-)
 # How far along a runtime is, to report the most advanced pod while none serves yet.
 _PROGRESS = {
     RuntimePhase.FETCHING: 1,
@@ -42,158 +29,6 @@ _MODEL_PHASE = {
     RuntimePhase.WARMING_UP: Phase.WARMING_UP,
     RuntimePhase.READY: Phase.WARMING_UP,  # ready but not yet seen Ready by its probe
 }
-
-
-def parse_runtime_status(payload: object) -> RuntimeStatus | None:
-    """A runtime's ``/ortkube/status`` JSON; None when it is not a status this operator knows."""
-    try:
-        return RuntimeStatus.model_validate(payload)
-    except ValidationError:
-        return None
-
-
-@dataclass(frozen=True)
-class PodObservation:
-    """What the operator saw of one runtime pod."""
-
-    name: str
-    ready: bool
-    ip: str = ""
-    waiting_reason: str = ""
-    waiting_message: str = ""
-    report: RuntimeStatus | None = None
-    unschedulable: str = ""  # the scheduler's reason, while it cannot place the pod
-
-
-def unschedulable_message(pod: dict[str, Any]) -> str:
-    """The scheduler's message when it cannot place ``pod``; empty otherwise."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
-            return str(condition.get("message") or condition.get("reason") or "unschedulable")
-    return ""
-
-
-def observe_pod(pod: dict[str, Any], report: RuntimeStatus | None = None) -> PodObservation:
-    """Reduce a Pod object (as the apiserver returns it) to what status needs."""
-    status = pod.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
-    waiting: dict[str, Any] = {}
-    for container in status.get("containerStatuses") or []:
-        waiting = (container.get("state") or {}).get("waiting") or {}
-        if waiting:
-            break
-    return PodObservation(
-        name=str((pod.get("metadata") or {}).get("name", "")),
-        ready=ready,
-        ip=str(status.get("podIP") or ""),
-        waiting_reason=str(waiting.get("reason") or ""),
-        waiting_message=str(waiting.get("message") or ""),
-        report=report,
-        unschedulable=unschedulable_message(pod),
-    )
-
-
-class BuildState(StrEnum):
-    """Where the engine pre-build Job of the current spec is."""
-
-    PENDING = "Pending"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-@dataclass(frozen=True)
-class EngineBuild:
-    """The engine pre-build Job of the current spec, reduced to what status needs."""
-
-    job: str
-    state: BuildState
-    message: str = ""
-
-    @property
-    def done(self) -> bool:
-        """Whether the engines are in the cache, so the Deployment may roll."""
-        return self.state is BuildState.SUCCEEDED
-
-
-_MESSAGE_MAX = 500
-
-
-def _newest_first(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(
-        pods,
-        key=lambda p: str((p.get("metadata") or {}).get("creationTimestamp", "")),
-        reverse=True,
-    )
-
-
-def _failed_pod_detail(pods: list[dict[str, Any]]) -> str:
-    """Why the newest failed Job pod failed: its exit code and last log line when known."""
-    for pod in _newest_first(pods):
-        status = pod.get("status") or {}
-        if status.get("phase") != "Failed":
-            continue
-        name = (pod.get("metadata") or {}).get("name", "")
-        for container in status.get("containerStatuses") or []:
-            terminated = (container.get("state") or {}).get("terminated") or {}
-            if "exitCode" not in terminated:
-                continue
-            code = int(terminated["exitCode"])
-            lines = [line for line in str(terminated.get("message") or "").splitlines() if line]
-            if lines:
-                return f"pod {name} exited with code {code}: {lines[-1][-_MESSAGE_MAX:]}"
-            known = code in EngineExit._value2member_map_
-            meaning = EngineExit(code).meaning if known else "the build failed"
-            return f"pod {name} exited with code {code} ({meaning}; see its log)"
-        if status.get("reason"):
-            return f"pod {name}: {status['reason']}: {status.get('message', '')}".rstrip(": ")
-    return ""
-
-
-def _pending_pod_detail(pods: list[dict[str, Any]]) -> str:
-    """Why the newest Job pod has not started: unschedulable, or its container's wait."""
-    for pod in _newest_first(pods)[:1]:
-        name = (pod.get("metadata") or {}).get("name", "")
-        unschedulable = unschedulable_message(pod)
-        if unschedulable:
-            return f"pod {name} cannot be scheduled: {unschedulable}"
-        observed = observe_pod(pod)
-        if observed.waiting_reason:
-            return f"pod {name}: {observed.waiting_reason} {observed.waiting_message}".strip()
-    return ""
-
-
-def _true_conditions(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    conditions = (job.get("status") or {}).get("conditions") or []
-    return {str(c.get("type")): c for c in conditions if c.get("status") == "True"}
-
-
-def job_succeeded(job: dict[str, Any] | None) -> bool:
-    """Whether a Job completed (every pod it needed succeeded and has terminated)."""
-    return job is not None and "Complete" in _true_conditions(job)
-
-
-def observe_engine_build(
-    name: str, job: dict[str, Any] | None, pods: list[dict[str, Any]]
-) -> EngineBuild:
-    """Reduce the Job named ``name`` (None while it does not exist yet) and its pods."""
-    if job is None:
-        return EngineBuild(name, BuildState.PENDING, f"creating the engine build Job {name}")
-    if job_succeeded(job):
-        return EngineBuild(name, BuildState.SUCCEEDED, f"engine built by Job {name}")
-    true = _true_conditions(job)
-    # FailureTarget comes first (1.31+); Failed once every pod has terminated.
-    failed = true.get("Failed") or true.get("FailureTarget")
-    if failed is not None:
-        detail = _failed_pod_detail(pods) or f"{failed.get('reason')}: {failed.get('message')}"
-        return EngineBuild(name, BuildState.FAILED, f"engine build Job {name} failed: {detail}")
-    if any((p.get("status") or {}).get("phase") == "Running" for p in pods):
-        return EngineBuild(name, BuildState.RUNNING, f"building the engine in Job {name}")
-    detail = _pending_pod_detail(pods) or "waiting for its pod to start"
-    return EngineBuild(name, BuildState.PENDING, f"engine build Job {name}: {detail}")
 
 
 @dataclass(frozen=True)
