@@ -63,8 +63,18 @@ def test_tritonclient_grpc_health_metadata_infer_and_statistics(
     assert int(model["inference_count"]) >= 4  # two requests of batch 2
 
 
+def successes(server: ServeProcess) -> float:
+    """``ortkube_inference_request_success_total`` of the two_io model, from /metrics."""
+    pattern = r'^ortkube_inference_request_success_total\{model="two_io",version="1"\} (\S+)$'
+    found = re.search(pattern, server.get_text("/metrics"), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
 def test_kserve_grpc_client_infers_raw_and_typed(two_io_server: ServeProcess) -> None:
+    before = successes(two_io_server)
     seen = run_client("kserve", two_io_server)
+    # The same metrics as HTTP: the two gRPC inferences are counted.
+    assert successes(two_io_server) - before == 2
     assert (seen["live"], seen["ready"], seen["model_ready"]) == (True, True, True)
     assert seen["raw"] == {"id": "k-True", "sum": SUM, "mask": MASK}
     assert seen["typed"] == {"id": "k-False", "sum": SUM, "mask": MASK}
