@@ -203,3 +203,30 @@ def test_a_model_that_fails_to_load_reports_why_from_every_worker(
     code, body = server.get_json("/v2/models/mlp")
     assert code == 503
     assert "not ready (Failed" in body["error"]
+
+
+async def test_two_instances_are_two_engines_answering_alike(start_server: StartServer) -> None:
+    server = start_server(
+        onnx_models.slow_mlp(WIDTH, repeats=2),
+        name="slow",
+        providers=[CPU],
+        server={"workers": 2, "instances": 2},
+    )
+    engines = processes(server, "engine")
+    assert [e["index"] for e in engines] == [0, 1]
+    assert len({e["pid"] for e in engines}) == 2
+    url = f"{server.base_url}/v2/models/slow/infer"
+    rng = np.random.default_rng(5)
+    inputs = [rng.standard_normal((4, WIDTH)).astype(np.float32) for _ in range(8)]
+    async with aiohttp.ClientSession() as session:
+
+        async def one(x: np.ndarray) -> np.ndarray:
+            body, headers = binary_infer_request({"x": x})
+            async with session.post(url, data=body, headers=headers) as response:
+                raw = await response.read()
+                length = int(response.headers["Inference-Header-Content-Length"])
+                return np.frombuffer(raw[length:], np.float32).reshape(x.shape)
+
+        answers = await asyncio.gather(*(one(x) for x in inputs))
+    for x, y in zip(inputs, answers, strict=True):
+        np.testing.assert_allclose(y, x, rtol=1e-5)  # identity weights

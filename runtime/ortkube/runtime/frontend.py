@@ -83,6 +83,7 @@ class FrontendBackend:
         self.provider = ""
         self.last_status: dict[str, Any] = {"phase": "Fetching", "message": ""}
         self.engine_status: dict[int, dict[str, Any]] = {}
+        self._turn = 0
         self._slots_gauge = metrics.shm_slots_in_use.labels(role="frontend")
 
     @property
@@ -143,7 +144,7 @@ class FrontendBackend:
         # Binary outputs first: the engine packs them back to back, as the response body
         # carries them, so header and tensors leave as one buffer.
         order = [o.name for o in wanted if o.binary] + [o.name for o in wanted if not o.binary]
-        link = min(self.links, key=lambda candidate: candidate.in_flight)
+        link = self._pick_link()
         reply = await self._run_on_engine(link, list(request.inputs.items()), order)
         out_name, out_layout, executions, queue_s, compute_s, forget = reply
         self.attachments.forget(forget)
@@ -182,6 +183,15 @@ class FrontendBackend:
             raise
         self._release(slot)
         return reply
+
+    def _pick_link(self) -> EngineLink:
+        """The engine with the fewest requests in flight from here; ties taken in turn, so
+        several instances share the load even when it is light."""
+        if len(self.links) == 1:
+            return self.links[0]
+        self._turn = (self._turn + 1) % len(self.links)
+        rotated = self.links[self._turn :] + self.links[: self._turn]
+        return min(rotated, key=lambda candidate: candidate.in_flight)
 
     def _acquire(self, nbytes: int) -> Slot:
         self._slots_gauge.inc()
