@@ -33,6 +33,9 @@ from ortkube.runtime.v2_models import decode_content, decode_request
 
 log = logging.getLogger("ortkube.runtime.server")
 
+# Below this, joining header and outputs costs less than aiohttp's payload machinery for a
+# buffer that is not bytes.
+IN_PLACE_MIN_BYTES = 64 << 10
 _FLUSH_POLL_S = 0.001
 _FLUSH_WAIT_MAX_S = 60.0
 _FLUSH_WAITS: set[asyncio.Task[None]] = set()
@@ -291,7 +294,7 @@ def _respond(parts: ResponseParts, outcome: InferOutcome) -> web.Response:
     headers = {HEADER_LENGTH: str(len(parts.header))} if parts.blobs else {}
     blobs_size = parts.length - len(parts.header)
     in_place = None
-    if parts.blobs and outcome.contiguous_body is not None:
+    if blobs_size >= IN_PLACE_MIN_BYTES and outcome.contiguous_body is not None:
         in_place = outcome.contiguous_body(parts.header, blobs_size)
     if in_place is None:
         body = b"".join([parts.header, *parts.blobs]) if parts.blobs else parts.header
