@@ -124,6 +124,84 @@ def malformed_messages(url: str, model: str) -> dict[str, str]:
     return seen
 
 
+def grpc_fuzz(url: str, model: str, seed: int, examples: int) -> dict[str, Any]:
+    """Seeded random ModelInferRequests: every answer OK, INVALID_ARGUMENT or NOT_FOUND (never
+    INTERNAL or UNKNOWN), and a good request answers right after each."""
+    import grpc
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
+    from hypothesis import strategies as st
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+    datatypes = st.sampled_from(
+        ["FP32", "INT64", "FP16", "BOOL", "BYTES", "UINT8", "INT8", "FP64", "", "fp32", "X"]
+    )
+    dims = st.lists(st.integers(min_value=-3, max_value=2**40), max_size=4)
+    contents = st.sampled_from(
+        ["fp32_contents", "int64_contents", "int_contents", "bytes_contents", "bool_contents"]
+    )
+
+    @st.composite
+    def messages(draw: st.DrawFn) -> Any:
+        message = service_pb2.ModelInferRequest(
+            model_name=draw(st.sampled_from([model, model, model, "nope"]))
+        )
+        raw = draw(st.booleans())
+        for _ in range(draw(st.integers(min_value=0, max_value=3))):
+            tensor = message.inputs.add(
+                name=draw(st.sampled_from(["a", "b", "c", ""])),
+                datatype=draw(datatypes),
+                shape=draw(dims),
+            )
+            if raw:
+                message.raw_input_contents.append(draw(st.binary(max_size=64)))
+            else:
+                field = draw(contents)
+                values: Any = {
+                    "fp32_contents": st.floats(width=32),
+                    "int64_contents": st.integers(min_value=-(2**63), max_value=2**63 - 1),
+                    "int_contents": st.integers(min_value=-(2**31), max_value=2**31 - 1),
+                    "bytes_contents": st.binary(max_size=8),
+                    "bool_contents": st.booleans(),
+                }[field]
+                getattr(tensor.contents, field).extend(draw(st.lists(values, max_size=10)))
+        if draw(st.booleans()):
+            message.outputs.add(name=draw(st.sampled_from(["sum", "mask", "zz"])))
+        return message
+
+    good = service_pb2.ModelInferRequest(model_name=model)
+    good.inputs.add(name="a", datatype="FP32", shape=[2, 4])
+    good.inputs.add(name="b", datatype="INT64", shape=[2, 4])
+    good.raw_input_contents.extend([A.tobytes(), B.tobytes()])
+    codes: dict[str, int] = {}
+    allowed = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+    with grpc.insecure_channel(url) as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+
+        @hypothesis_seed(seed)
+        @settings(
+            max_examples=examples,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
+        @given(messages())
+        def check(message: Any) -> None:
+            try:
+                stub.ModelInfer(message, timeout=30)
+                codes["OK"] = codes.get("OK", 0) + 1
+            except grpc.RpcError as error:
+                codes[str(error.code())] = codes.get(str(error.code()), 0) + 1
+                assert error.code() in allowed, (error.code(), error.details(), message)
+            answer = stub.ModelInfer(good, timeout=30)
+            assert np.frombuffer(answer.raw_output_contents[0], np.float32).tolist() == (
+                (A + 1).ravel().tolist()
+            )
+
+        check()
+    return {"codes": codes}
+
+
 async def kserve(url: str, model: str) -> dict[str, Any]:
     """KServe's InferenceGRPCClient: health and infer, raw and typed contents."""
     from kserve import InferenceGRPCClient, InferInput, InferRequest
@@ -150,8 +228,10 @@ async def kserve(url: str, model: str) -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> int:
-    kind, url, model = argv
-    if kind == "triton":
+    kind, url, model, *extra = argv
+    if kind == "grpc-fuzz":
+        document = grpc_fuzz(url, model, int(extra[0]), int(extra[1]))
+    elif kind == "triton":
         document = triton(url, model)
     elif kind == "triton-errors":
         document = triton_errors(url, model)

@@ -20,16 +20,12 @@ SUM = [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]
 MASK = [[True] * 4] * 2
 
 
-def run_client(kind: str, server: ServeProcess, model: str = "two_io") -> dict[str, Any]:
+def run_client(
+    kind: str, server: ServeProcess, model: str = "two_io", *extra: str
+) -> dict[str, Any]:
+    address = f"127.0.0.1:{server.grpc_port}"
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.runtime.grpc_clients",
-            kind,
-            f"127.0.0.1:{server.grpc_port}",
-            model,
-        ],
+        [sys.executable, "-m", "tests.runtime.grpc_clients", kind, address, model, *extra],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -148,3 +144,18 @@ def test_grpc_port_zero_is_one_port_for_every_worker(start_server: StartServer) 
     assert len(ports) == 1, server.log()
     server.grpc_port = int(ports.pop())
     assert run_client("kserve", server)["raw"]["sum"] == SUM
+
+
+GRPC_FUZZ_SEED, GRPC_FUZZ_EXAMPLES = 20261201, 200
+
+
+def test_fuzzed_model_infer_messages_are_invalid_argument_never_internal(
+    two_io_server: ServeProcess,
+) -> None:
+    seen = run_client(
+        "grpc-fuzz", two_io_server, "two_io", str(GRPC_FUZZ_SEED), str(GRPC_FUZZ_EXAMPLES)
+    )
+    print(f"grpc fuzz seed={GRPC_FUZZ_SEED} codes={seen['codes']}")
+    assert sum(seen["codes"].values()) >= GRPC_FUZZ_EXAMPLES
+    assert set(seen["codes"]) <= {"OK", "StatusCode.INVALID_ARGUMENT", "StatusCode.NOT_FOUND"}
+    assert "internal_error" not in two_io_server.log()
