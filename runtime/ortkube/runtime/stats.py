@@ -45,27 +45,24 @@ class InferenceStatistics:
     nanoseconds: dict[str, Any]
     last_inference: Any
 
-    def _add(self, stat: str, seconds: float) -> None:
-        self.counts[stat].inc()
-        self.nanoseconds[stat].inc(max(0, int(seconds * 1e9)))
-
     def record_success(
         self, total_s: float, input_s: float, queue_s: float, infer_s: float, output_s: float
     ) -> None:
-        """One successful request and its phases."""
-        for stat, seconds in (
-            ("success", total_s),
-            ("compute_input", input_s),
-            ("queue", queue_s),
-            ("compute_infer", infer_s),
-            ("compute_output", output_s),
-        ):
-            self._add(stat, seconds)
+        """One successful request and its phases (every phase counts once per success, so
+        only the success count is kept: one counter fewer per phase on the hot path)."""
+        ns = self.nanoseconds
+        self.counts["success"].inc()
+        ns["success"].inc(max(0.0, total_s) * 1e9)
+        ns["compute_input"].inc(max(0.0, input_s) * 1e9)
+        ns["queue"].inc(max(0.0, queue_s) * 1e9)
+        ns["compute_infer"].inc(max(0.0, infer_s) * 1e9)
+        ns["compute_output"].inc(max(0.0, output_s) * 1e9)
         self.last_inference.set(time.time() * 1000)
 
     def record_failure(self, total_s: float) -> None:
         """One failed request."""
-        self._add("fail", total_s)
+        self.counts["fail"].inc()
+        self.nanoseconds["fail"].inc(max(0.0, total_s) * 1e9)
         self.last_inference.set(time.time() * 1000)
 
 
@@ -81,7 +78,9 @@ def statistics_for(metrics: RuntimeMetrics, config: RuntimeConfig) -> InferenceS
         return known
     labels = ("model", "version", "stat")
     registry = metrics.registry
-    count = Counter(_COUNT, "Requests counted by Triton's statistics.", labels, registry=registry)
+    count = Counter(
+        _COUNT, "Requests by outcome (stat: success or fail).", labels, registry=registry
+    )
     ns = Counter(_NS, "Cumulative nanoseconds of Triton's statistics.", labels, registry=registry)
     last = Gauge(
         _LAST,
@@ -94,7 +93,7 @@ def statistics_for(metrics: RuntimeMetrics, config: RuntimeConfig) -> InferenceS
     statistics = InferenceStatistics(
         config=config,
         registry=registry,
-        counts={stat: count.labels(**model, stat=stat) for stat in STATS},
+        counts={stat: count.labels(**model, stat=stat) for stat in ("success", "fail")},
         nanoseconds={stat: ns.labels(**model, stat=stat) for stat in STATS},
         last_inference=last.labels(**model),
     )
@@ -127,9 +126,11 @@ def _samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
 def model_statistics(statistics: InferenceStatistics) -> dict[str, Any]:
     """One model's entry of Triton's statistics document."""
     values = _samples(statistics.registry)
+    successes = int(values.get((f"{_COUNT}_total", "success"), 0))
+    failures = int(values.get((f"{_COUNT}_total", "fail"), 0))
     stats = {
         stat: {
-            "count": int(values.get((f"{_COUNT}_total", stat), 0)),
+            "count": failures if stat == "fail" else successes,
             "ns": int(values.get((f"{_NS}_total", stat), 0)),
         }
         for stat in STATS
