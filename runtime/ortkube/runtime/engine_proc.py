@@ -27,6 +27,7 @@ from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, Fra
 from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
+from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
 from ortkube.runtime.runner import Feeds, RunResult
 from ortkube.runtime.server import is_input_error
@@ -215,7 +216,7 @@ async def serve_engine(plan: RunPlan, index: int) -> int:
     server = await loop.create_unix_server(engine.protocol, str(path))
     os.chmod(path, 0o600)
     log.info("event=engine_listening index=%d pid=%d socket=%s", index, os.getpid(), path)
-    loading = asyncio.create_task(host.load())
+    loading = asyncio.create_task(load_until_ready(host))
     await stop.wait()
     log.info("event=engine_drain_start index=%d in_flight=%d", index, len(engine.tasks))
     host.start_draining()
