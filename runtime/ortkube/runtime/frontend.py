@@ -262,9 +262,10 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
     log.info("event=worker_drain_start index=%d", index)
     board.post("worker", index, MemberState.DRAINING)
     watching.cancel()
-    # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
-    await runner.cleanup()
-    await stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
+    # Both stop listening, then wait for in-flight calls up to the grace, side by side.
+    await asyncio.gather(
+        runner.cleanup(), stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
+    )
     backend.close()
     log.info("event=worker_drain_done index=%d", index)
     return 0

@@ -110,9 +110,10 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
         log.info("event=shutdown_start model=%s", config.name)
         host.start_draining()
         loading.cancel()
-        # Stops listening, then waits for in-flight handlers up to shutdown_timeout.
-        await runner.cleanup()
-        await stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
+        # Both stop listening, then wait for in-flight calls up to the grace, side by side.
+        await asyncio.gather(
+            runner.cleanup(), stop_grpc_server(grpc_server, config.server.shutdown_grace_s)
+        )
         await host.stop_batching()
         await asyncio.to_thread(host.close)
         for signum in (signal.SIGTERM, signal.SIGINT):
