@@ -91,7 +91,7 @@ class EngineServer:
             return
         if kind == INFER:
             self._take_back(connection, body[4])
-            if self.infers == 0 and protocol.burst == 1:
+            if self.infers == 0 and protocol.burst == 1 and self.host.runs_lone_requests_at_once:
                 # Alone: nothing in flight, nothing arrived with it. It runs on this loop
                 # at once (no task, no thread hop, no batcher glue); a long run delays only
                 # messages to this engine, whose loop answers no health checks.

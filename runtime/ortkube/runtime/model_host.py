@@ -207,6 +207,11 @@ class ModelHost:
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
+    @property
+    def runs_lone_requests_at_once(self) -> bool:
+        """False when a batching delay asks lone requests to wait for companions."""
+        return self.batcher is None or self.config.batching.max_queue_delay_ms == 0
+
     def execute_here(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
         """Route and run on this thread at once: an engine process's loop when nothing else
         is in flight (it answers no health checks), which saves the thread hop."""
