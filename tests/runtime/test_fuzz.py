@@ -179,7 +179,7 @@ REPORTED: list[tuple[str, bytes, dict[str, str], int, str]] = [
         json.dumps({**GOOD_REQUEST, "parameters": [1]}).encode(),
         {},
         400,
-        "parameters: Input should be a valid dictionary",
+        "parameters: Input should be an object",
     ),
     (
         "input parameters a string",
@@ -193,7 +193,7 @@ REPORTED: list[tuple[str, bytes, dict[str, str], int, str]] = [
         ).encode(),
         {},
         400,
-        "inputs[0].parameters: Input should be a valid dictionary",
+        "inputs[0].parameters: Input should be an object",
     ),
     ("br", GOOD_BODY, {"Content-Encoding": "br"}, 415, "accepted: identity, gzip, deflate"),
     ("zstd", GOOD_BODY, {"Content-Encoding": "zstd"}, 415, "'zstd' is not supported"),

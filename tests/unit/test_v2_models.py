@@ -37,13 +37,13 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ("body true", b"true", "must be a JSON object, got bool"),
     ("inputs missing", b"{}", "inputs: Field required"),
     ("inputs empty", b'{"inputs": []}', "inputs: List should have at least 1 item"),
-    ("inputs an object", b'{"inputs": {}}', "inputs: Input should be a valid list"),
-    ("parameters a list", header(parameters=[1]), "parameters: Input should be a valid dict"),
-    ("parameters a string", header(parameters="x"), "parameters: Input should be a valid dict"),
+    ("inputs an object", b'{"inputs": {}}', "inputs: Input should be a valid array"),
+    ("parameters a list", header(parameters=[1]), "parameters: Input should be an object"),
+    ("parameters a string", header(parameters="x"), "parameters: Input should be an object"),
     (
         "input parameters a list",
         json.dumps({"inputs": [{**GOOD, "parameters": [1]}]}).encode(),
-        "inputs[0].parameters: Input should be a valid dict",
+        "inputs[0].parameters: Input should be an object",
     ),
     (
         "binary_data_size a string",
@@ -66,7 +66,7 @@ MALFORMED: list[tuple[str, bytes, str]] = [
         "inputs[0].dtype: Extra inputs are not permitted",
     ),
     ("id a number", header(id=7), "id: Input should be a valid string"),
-    ("outputs a dict", header(outputs={"name": "y"}), "outputs: Input should be a valid list"),
+    ("outputs a dict", header(outputs={"name": "y"}), "outputs: Input should be a valid array"),
     (
         "binary_data_output a string",
         header(parameters={"binary_data_output": "yes"}),

@@ -10,7 +10,6 @@ copy), as before.
 
 from __future__ import annotations
 
-import json
 import zlib
 from typing import Annotated, Any
 
@@ -32,7 +31,6 @@ from ortkube.runtime.protocol import (
     RequestedOutput,
     _array_from_binary,
     _array_from_json,
-    _parse_shape,
     _tensor_type,
 )
 
@@ -116,6 +114,9 @@ class InferenceRequestHeader(BaseModel):
     outputs: list[RequestOutput] | None = None
 
 
+_NO_PARAMETERS = RequestParameters()
+
+
 def field_path(location: tuple[int | str, ...]) -> str:
     """``('inputs', 0, 'shape')`` -> ``inputs[0].shape``."""
     path = ""
@@ -185,21 +186,30 @@ def check_json_bounds(raw: bytes) -> None:
         raise InvalidRequest(f"the JSON header is nested deeper than {MAX_JSON_DEPTH} levels")
 
 
+def _json_kind(raw: bytes) -> str:
+    """The Python type name of a JSON value that is not an object, from its first byte."""
+    text = raw.lstrip()[:1]
+    kinds = {b"[": "list", b'"': "str", b"t": "bool", b"f": "bool", b"n": "NoneType"}
+    if text in kinds:
+        return kinds[text]
+    return "float" if any(c in raw for c in b".eE") else "int"
+
+
 def parse_header(raw: bytes) -> InferenceRequestHeader:
-    """Bounds, JSON, then the typed header; every failure an InvalidRequest naming the field."""
+    """Bounds, then JSON and the typed header in one pass (pydantic-core's parser); every
+    failure an InvalidRequest naming the field."""
     check_json_bounds(raw)
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InvalidRequest(f"request body is not valid JSON: {error}") from None
-    except RecursionError:
-        # Brackets inside strings can hide depth from check_json_bounds' count.
-        raise InvalidRequest(f"the JSON header is nested deeper than {MAX_JSON_DEPTH}") from None
-    if not isinstance(document, dict):
-        raise InvalidRequest(f"request body must be a JSON object, got {type(document).__name__}")
-    try:
-        return InferenceRequestHeader.model_validate(document)
+        return InferenceRequestHeader.model_validate_json(raw)
     except ValidationError as error:
+        first = error.errors(include_url=False, include_input=False)[0]
+        if first["type"] == "json_invalid":
+            reason = str(first["msg"]).removeprefix("Invalid JSON: ")
+            raise InvalidRequest(f"request body is not valid JSON: {reason}") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise InvalidRequest(
+                f"request body must be a JSON object, got {_json_kind(raw)}"
+            ) from None
         raise InvalidRequest(validation_message(error)) from None
 
 
@@ -243,7 +253,9 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         if name in inputs:
             raise InvalidRequest(f"input '{name}' appears more than once")
         tensor_type = _tensor_type(name, entry.datatype)
-        shape = _parse_shape(name, entry.shape)
+        shape = entry.shape  # integers already: only the sign is left to check
+        if any(dim < 0 for dim in shape):
+            raise InvalidRequest(f"input '{name}': shape {shape} has a negative dimension")
         size = entry.parameters.binary_data_size if entry.parameters else None
         has_data = "data" in entry.model_fields_set
         if size is not None:
@@ -267,13 +279,16 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
         raise InvalidRequest(
             f"{len(binary) - offset} bytes of binary data are not claimed by any input"
         )
-    parameters = header.parameters or RequestParameters()
+    parameters = header.parameters or _NO_PARAMETERS
     binary_default = bool(parameters.binary_data_output)
+    given = dict(parameters.model_extra or {})
+    if parameters.binary_data_output is not None:
+        given["binary_data_output"] = parameters.binary_data_output
     return InferRequest(
         inputs=inputs,
         datatypes=datatypes,
         request_id=header.id,
         outputs=_requested_outputs(header.outputs, binary_default),
         binary_output_default=binary_default,
-        parameters=parameters.model_dump(exclude_none=True),
+        parameters=given,
     )
