@@ -2,9 +2,10 @@
 
 Bounds come first: content coding (identity, gzip, deflate) is undone with a cap on the decoded
 size, and the JSON header's nesting depth and element count are checked on its bytes before
-``json.loads`` allocates anything. Then pydantic checks the header's structure, so every error
-names its field path (``inputs[0].shape[1]``); the protocol rules (datatypes, data length
-against shape) stay in ``protocol``. Binary tensor data is sliced from the body as views (no
+the parser allocates anything. Then pydantic parses and checks the header's structure in one
+pass (pydantic-core's JSON parser), so every error names its field path
+(``inputs[0].shape[1]``); the protocol rules (datatypes, data length against shape) stay in
+``protocol``. Binary tensor data is sliced from the body as views (no
 copy), as before.
 """
 
