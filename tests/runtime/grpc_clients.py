@@ -45,6 +45,7 @@ def triton(url: str, model: str) -> dict[str, Any]:
     typed_sum = np.frombuffer(answer.raw_output_contents[0], np.float32).tolist()
     metadata = client.get_model_metadata(model, as_json=True)
     statistics = client.get_inference_statistics(model, as_json=True)
+    config = client.get_model_config(model, as_json=True)["config"]
     return {
         "live": client.is_server_live(),
         "ready": client.is_server_ready(),
@@ -57,6 +58,7 @@ def triton(url: str, model: str) -> dict[str, Any]:
         "typed_sum": typed_sum,
         "typed_outputs": [o.name for o in answer.outputs],
         "statistics": statistics,
+        "config": config,
     }
 
 

@@ -57,6 +57,18 @@ def test_tritonclient_grpc_health_metadata_infer_and_statistics(
         assert int(stats[phase]["count"]) == int(stats["success"]["count"])
     assert int(stats["compute_infer"]["ns"]) > 0
     assert int(model["inference_count"]) >= 4  # two requests of batch 2
+    config = seen["config"]
+    assert (config["name"], config["platform"], config["backend"]) == (
+        "two_io",
+        "onnxruntime_onnx",
+        "onnxruntime",
+    )
+    assert [(i["name"], i["data_type"], i["dims"]) for i in config["input"]] == [
+        ("a", "TYPE_FP32", ["-1", "4"]),
+        ("b", "TYPE_INT64", ["-1", "4"]),
+    ]
+    assert [o["data_type"] for o in config["output"]] == ["TYPE_FP32", "TYPE_BOOL"]
+    assert config["parameters"]["execution_provider"]["string_value"] == "CPUExecutionProvider"
 
 
 def successes(server: ServeProcess) -> float:

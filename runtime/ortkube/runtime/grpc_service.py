@@ -75,6 +75,11 @@ _CONTENTS_FIELD = {
 }
 
 
+def config_datatype(datatype: str) -> str:
+    """A v2 datatype as model_config.proto's DataType name (Triton calls BYTES TYPE_STRING)."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
+
+
 def status_code(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The gRPC status and message for a failure, as HTTP would answer it."""
     if isinstance(error, RuntimeServingError):
@@ -264,6 +269,29 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             inputs=tensors(signature.inputs),
             outputs=tensors(signature.outputs),
         )
+
+    @_translated
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
+        self._check(request.name, request.version)
+        signature, provider = self.backend.describe()
+        config = pb.ModelConfig(
+            name=self.config.name,
+            platform="onnxruntime_onnx",
+            backend="onnxruntime",
+            max_batch_size=0,
+            input=[
+                pb.ModelInput(name=s.name, data_type=config_datatype(s.datatype), dims=s.shape)
+                for s in signature.inputs
+            ],
+            output=[
+                pb.ModelOutput(name=s.name, data_type=config_datatype(s.datatype), dims=s.shape)
+                for s in signature.outputs
+            ],
+        )
+        config.parameters["execution_provider"].string_value = provider
+        return pb.ModelConfigResponse(config=config)
 
     @_translated
     async def ModelStatistics(

@@ -64,6 +64,11 @@ class GRPCInferenceServiceStub:
                 request_serializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
                 response_deserializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferResponse.FromString,
                 _registered_method=True)
+        self.ModelConfig = channel.unary_unary(
+                '/inference.GRPCInferenceService/ModelConfig',
+                request_serializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+                response_deserializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigResponse.FromString,
+                _registered_method=True)
         self.ModelStatistics = channel.unary_unary(
                 '/inference.GRPCInferenceService/ModelStatistics',
                 request_serializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelStatisticsRequest.SerializeToString,
@@ -110,6 +115,12 @@ class GRPCInferenceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ModelConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ModelStatistics(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -148,6 +159,11 @@ def add_GRPCInferenceServiceServicer_to_server(servicer, server):
                     servicer.ModelInfer,
                     request_deserializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferRequest.FromString,
                     response_serializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferResponse.SerializeToString,
+            ),
+            'ModelConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.ModelConfig,
+                    request_deserializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigRequest.FromString,
+                    response_serializer=ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigResponse.SerializeToString,
             ),
             'ModelStatistics': grpc.unary_unary_rpc_method_handler(
                     servicer.ModelStatistics,
@@ -317,6 +333,33 @@ class GRPCInferenceService:
             '/inference.GRPCInferenceService/ModelInfer',
             ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferRequest.SerializeToString,
             ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelInferResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ModelConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inference.GRPCInferenceService/ModelConfig',
+            ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigRequest.SerializeToString,
+            ortkube_dot_runtime_dot_grpc__gen_dot_grpc__service__pb2.ModelConfigResponse.FromString,
             options,
             channel_credentials,
             insecure,
