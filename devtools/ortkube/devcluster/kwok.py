@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ortkube.devcluster.components import KWOK_NODE_LABEL
-from ortkube.devcluster.network import HOST
+from ortkube.devcluster.network import node_addresses
 
 GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 GPU_MEMORY_MIB = 81559
@@ -81,10 +81,7 @@ def render_fake_gpu_node(name: str, gpus: int = 8) -> dict[str, Any]:
             "capacity": resources,
             "allocatable": resources,
             # kwok keeps addresses it finds; loopback, so nothing that dials a node leaves.
-            "addresses": [
-                {"type": "InternalIP", "address": HOST},
-                {"type": "Hostname", "address": name},
-            ],
+            "addresses": node_addresses(name),
         },
     }
 

@@ -46,6 +46,11 @@ def stale_reason(recorded: Mapping[str, str] | None) -> str | None:
     return None
 
 
+def node_addresses(name: str) -> list[dict[str, str]]:
+    """A Node's ``status.addresses``: loopback as its only IP (the apiserver dials that)."""
+    return [{"type": "InternalIP", "address": HOST}, {"type": "Hostname", "address": name}]
+
+
 def is_loopback(address: str) -> bool:
     """True for an IPv4 address in 127.0.0.0/8 or the IPv6 ``::1``."""
     try:

@@ -10,7 +10,7 @@ from typing import Any
 from ortkube.devcluster.kubeclient import api, body, core_api
 from ortkube.devcluster.kwok import gpu_labels
 from ortkube.devcluster.log import log_event
-from ortkube.devcluster.network import HOST
+from ortkube.devcluster.network import node_addresses
 from ortkube.devcluster.versions import KUBERNETES_VERSION
 
 LEASE_NAMESPACE = "kube-node-lease"
@@ -77,10 +77,7 @@ def render_local_node(
         "status": {
             "capacity": capacity,
             "allocatable": capacity,
-            "addresses": [
-                {"type": "InternalIP", "address": HOST},
-                {"type": "Hostname", "address": name},
-            ],
+            "addresses": node_addresses(name),
             # Where the apiserver sends logs/exec/port-forward: a listener that says why not.
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port}},
             "conditions": node_conditions(True, stamp, stamp),
