@@ -56,7 +56,7 @@ final)
   ;;
 suite)
   export PYTHONPATH=/tmp/site:$PWD/runtime:$PWD/operator:$PWD/devtools:$PWD
-  timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider --timeout 240 \
+  timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 240 \
     tests/gpu/test_serving_processes_cuda.py tests/gpu/test_cuda_runtime.py \
     tests/runtime/test_multiprocess.py 2>&1 | tee "$OUT/gpu-suite.log" | tail -15
   ;;
