@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 OrtModel = create_namespaced_resource("ortkube.io", "v1alpha1", "OrtModel", "ortmodels")
 KWOK_TOLERATION = {"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}
 NOWHERE = {"ortkube.dev/bench": "no-such-node"}  # keeps the N models' pods Pending
-SETTLE_S = 30.0  # after the scheduler's last verdict, for the last status updates
+SETTLE_S = 15.0  # once the apiserver is quiet, before the window
 
 
 def sh(*argv: str, env: dict[str, str] | None = None, check: bool = True) -> str:
@@ -242,6 +242,22 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+async def wait_quiet(cluster: Cluster, baseline: float, elapsed: float) -> float:
+    """Wait (at most 10 min) until the apiserver's rate over 15 s is within 5 req/s of the idle
+    cluster's: the deployment controller writes each Deployment's status for minutes after a
+    burst. Returns the seconds since the burst began."""
+    start = time.monotonic()
+    before = cluster.request_total()
+    while time.monotonic() - start < 600:
+        await asyncio.sleep(15)
+        now = cluster.request_total()
+        rate, before = (now - before - 1) / 15, now
+        if rate <= baseline + 5:
+            break
+    await asyncio.sleep(SETTLE_S)
+    return round(elapsed + time.monotonic() - start, 1)
+
+
 async def measure_readiness(
     client: AsyncClient, namespace: str, seen: Seen, create: Any, samples: int
 ) -> tuple[list[float], list[float]]:
@@ -330,7 +346,7 @@ async def run_one(
     # Idle means the cluster too: the controllers and the scheduler may still be working
     # through the burst (ReplicaSets, pods, scheduling verdicts) after the operator is done.
     await wait_until(lambda: seen.unschedulable >= n, 600, step_s=1)
-    await asyncio.sleep(SETTLE_S)
+    settle_s = await wait_quiet(cluster, baseline, time.monotonic() - t0)
     by_kind_0, cpu_0 = cluster.requests(), operator.cpu_s()
     await asyncio.sleep(window_s)
     by_kind_1, cpu_1 = cluster.requests(), operator.cpu_s()
@@ -355,6 +371,7 @@ async def run_one(
         "all_phases_s": None if all_phases is None else round(all_phases, 1),
         "baseline_req_s": round(baseline, 1),
         "steady_req_s": round(steady, 1),
+        "cluster_quiet_after_s": settle_s,
         "steady_busiest_req_s": {k: round(v / window_s, 2) for k, v in busiest},
         "operator_cpu_pct": round(cpu, 1),
         "operator_rss_mb": round(max(rss, rss_end)),
@@ -387,7 +404,7 @@ def _row(r: dict[str, Any]) -> str:
     burst = r.get("log_burst_apply_to_deployment_p50_s", r["burst_apply_to_deployment_p50_s"])
     latency = f"{r['apply_to_deployment_p50_s']} s / {burst} s"
     cells = [
-        str(r["n"]),
+        str(r.get("label", r["n"])),
         cell(r.get("log_all_deployments_s", r["all_deployments_s"]), " s"),
         cell(r.get("log_all_phases_s", r["all_phases_s"]), " s"),
         load,
