@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -230,3 +231,44 @@ async def test_two_instances_are_two_engines_answering_alike(start_server: Start
         answers = await asyncio.gather(*(one(x) for x in inputs))
     for x, y in zip(inputs, answers, strict=True):
         np.testing.assert_allclose(y, x, rtol=1e-5)  # identity weights
+
+
+async def test_a_slow_reader_holds_its_output_slot_until_the_body_is_sent(
+    start_server: StartServer,
+) -> None:
+    server = start_server(
+        onnx_models.slow_mlp(WIDTH, repeats=1), name="slow", providers=[CPU], server=TWO_WORKERS
+    )
+    # 16 MiB of output to a client whose receive buffer is 64 KiB: most of the body waits in
+    # the worker's transport, which may point into the engine's slot.
+    body, headers = binary_infer_request({"x": np.ones((4096, WIDTH), np.float32)})
+    head = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    request = (
+        f"POST /v2/models/slow/infer HTTP/1.1\r\nHost: x\r\n{head}"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)  # no autotuning
+    client.connect(("127.0.0.1", server.port))
+    reader, writer = await asyncio.open_connection(sock=client, limit=1 << 20)
+    writer.write(request)
+    await writer.drain()
+
+    def engine_slots() -> float:
+        text = server.get_text("/metrics")
+        return metric(text, "ortkube_shm_slots_in_use", 'role="engine"')
+
+    # Answered (the engine lent its slot) but not read: the slot stays lent.
+    wait_until(lambda: engine_slots() == 1, what="the output slot lent")
+    await asyncio.sleep(0.5)
+    assert engine_slots() == 1
+    status = await reader.readline()
+    assert b" 200 " in status
+    length = 0
+    while (line := await reader.readline()) != b"\r\n":
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    assert len(await reader.readexactly(length)) > 4096 * WIDTH * 4
+    writer.close()
+    wait_until(lambda: engine_slots() == 0, what="the output slot back once sent")

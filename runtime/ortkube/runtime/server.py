@@ -255,7 +255,7 @@ async def infer(request: web.Request) -> web.StreamResponse:
         parts = encode_response_parts(
             host.config.name, host.config.version, decoded.request_id, outcome.outputs
         )
-        response = _respond(parts, outcome)
+        response = await _respond(request, parts, outcome)
     except RuntimeServingError as error:
         failure = metrics.failure_invalid if error.http_status < 500 else metrics.failure_not_ready
         failure.inc()
@@ -287,7 +287,9 @@ async def infer(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def _respond(parts: ResponseParts, outcome: InferOutcome) -> web.Response:
+async def _respond(
+    request: web.Request, parts: ResponseParts, outcome: InferOutcome
+) -> web.Response:
     """The body as one buffer: where the outputs already lie (a shared-memory slot, the one
     copy out having been onnxruntime's output into it), else header and blobs joined (the one
     copy out of onnxruntime's output)."""
@@ -300,8 +302,12 @@ def _respond(parts: ResponseParts, outcome: InferOutcome) -> web.Response:
         body = b"".join([parts.header, *parts.blobs]) if parts.blobs else parts.header
         return web.Response(body=body, content_type=parts.content_type, headers=headers)
     # A Response (unlike a StreamResponse) holds its headers back until the body's first
-    # write, so headers and body leave in one write.
-    return web.Response(body=in_place, content_type=parts.content_type, headers=headers)
+    # write, so headers and body leave in one write. It is written here, not after the
+    # handler returns, so the slot it views is given back only once the transport has it.
+    response = web.Response(body=in_place, content_type=parts.content_type, headers=headers)
+    await response.prepare(request)
+    await response.write_eof()
+    return response
 
 
 def _release_when_sent(request: web.Request, release: Callable[[], None]) -> None:
