@@ -12,6 +12,7 @@ Usage (started by the supervisor): ``python -m ortkube.runtime.frontend RUN_DIR 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ from aiohttp import web
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.engine_link import EngineLink
-from ortkube.runtime.errors import ModelNotReady
+from ortkube.runtime.errors import ModelNotReady, RuntimeServingError
 from ortkube.runtime.grpc_service import start_grpc_server, stop_grpc_server
 from ortkube.runtime.ipc import DESCRIBE, INFER, STATUS
 from ortkube.runtime.logs import configure_logging
@@ -100,6 +101,10 @@ class FrontendBackend:
         """The signature fetched from the engine once it was ready."""
         if self.signature is None:
             phase, message = self.last_status.get("phase"), self.last_status.get("message")
+            failed = any(m.state is MemberState.FAILED for m in self.board.members())
+            if failed and phase != "Failed":
+                # The board is fresher than this worker's last poll.
+                phase, message = "Failed", "see /ortkube/status"
             detail = f": {message}" if message else ""
             raise ModelNotReady(f"model '{self.config.name}' is not ready ({phase}{detail})")
         return self.signature, self.provider
@@ -115,11 +120,21 @@ class FrontendBackend:
         dead = self.liveness()
         if dead is not None:
             document = {**document, "phase": "Failed", "message": dead}
+        elif document.get("phase") == "Ready" and not self.board.ready():
+            document = {**document, **self._not_all_ready()}
         document["processes"] = [
             {"role": m.role, "index": m.index, "pid": m.pid, "state": m.state.name.lower()}
             for m in self.board.members()
         ]
         return document
+
+    def _not_all_ready(self) -> dict[str, str]:
+        """The phase while the engines are ready and some worker is not (or draining)."""
+        if self.board.draining:
+            return {"phase": "Draining", "message": "shutting down"}
+        workers = [m for m in self.board.members() if m.role == "worker"]
+        ready = sum(m.state is MemberState.READY for m in workers)
+        return {"phase": "WarmingUp", "message": f"{ready} of {len(workers)} workers ready"}
 
     async def _engine_status(self, link: EngineLink) -> dict[str, Any]:
         """One engine's status; while it is busy in a long run, the last one it gave."""
@@ -138,6 +153,10 @@ class FrontendBackend:
 
     async def infer(self, request: InferRequest) -> InferOutcome:
         """Validate, hand the inputs to an engine through shared memory, await its outputs."""
+        if self.signature is None and not any(link.connecting for link in self.links):
+            # Ready elsewhere before this worker's next poll: ask now rather than answer 503.
+            with contextlib.suppress(RuntimeServingError):
+                await self.poll_engines()
         signature, _ = self.describe()
         check_inputs(signature, request.inputs, request.datatypes)
         wanted = select_outputs(signature, request.outputs, request.binary_output_default)
@@ -210,20 +229,27 @@ class FrontendBackend:
         """Connect to every engine, follow their phase until ready, then post this worker
         ready on the board."""
         await asyncio.gather(*(link.connect() for link in self.links))
-        while self.signature is None:
+        while True:
             try:
-                statuses = [await link.call(STATUS, None) for link in self.links]
+                if await self.poll_engines():
+                    return
             except Exception as error:
                 log.warning("event=engine_status_failed reason=%r", str(error))
-                await asyncio.sleep(_STATUS_POLL_S)
-                continue
-            self.last_status = next((s for s in statuses if s["phase"] != "Ready"), statuses[0])
-            if all(s["phase"] == "Ready" for s in statuses):
-                self.signature, self.provider = await self.links[0].call(DESCRIBE, None)
-                self.board.post("worker", self.index, MemberState.READY)
-                log.info("event=worker_ready index=%d pid=%d", self.index, os.getpid())
-                return
             await asyncio.sleep(_STATUS_POLL_S)
+
+    async def poll_engines(self) -> bool:
+        """Ask every engine its phase; once all are ready, fetch the signature and post this
+        worker ready. True when this worker can serve."""
+        if self.signature is not None:
+            return True
+        statuses = [await link.call(STATUS, None) for link in self.links]
+        self.last_status = next((s for s in statuses if s["phase"] != "Ready"), statuses[0])
+        if not all(s["phase"] == "Ready" for s in statuses):
+            return False
+        self.signature, self.provider = await self.links[0].call(DESCRIBE, None)
+        self.board.post("worker", self.index, MemberState.READY)
+        log.info("event=worker_ready index=%d pid=%d", self.index, os.getpid())
+        return True
 
     def close(self) -> None:
         """Close the engine connections and unlink this worker's idle slots."""
