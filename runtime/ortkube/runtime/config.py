@@ -177,7 +177,7 @@ class BatchingConfig(StrictModel):
     enabled: bool | None = Field(
         default=None,
         description="Turn dynamic batching on or off. Unset: on where the model runs on a GPU "
-        "(TensorRT or CUDA), off on CPU, where merged runs measured no faster per row.",
+        "(TensorRT or CUDA) and declares profiles, else off (docs/serving.md says why).",
     )
     max_batch_size: int | None = Field(
         default=None,

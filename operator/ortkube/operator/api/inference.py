@@ -220,8 +220,8 @@ class Batching(ApiModel):
 
     enabled: bool | None = Field(
         default=None,
-        description="Turn dynamic batching on or off. Unset: on where the model runs on a GPU, "
-        "off on CPU.",
+        description="Turn dynamic batching on or off. Unset: on where the model runs on a GPU "
+        "and declares profiles, else off.",
     )
     max_batch_size: int | None = Field(
         default=None,
