@@ -30,18 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ghz, hey  # noqa: E402
-from ortkube.runtime.grpc_gen import grpc_service_pb2 as pb  # noqa: E402
 from tests import onnx_models  # noqa: E402
 from tests.runtime_process import ServeProcess, binary_infer_request  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "grpc_vs_http_cpu.md"
-
-
-def grpc_request(model: str, x: np.ndarray) -> pb.ModelInferRequest:
-    request = pb.ModelInferRequest(model_name=model)
-    request.inputs.add(name="x", datatype="FP32", shape=list(x.shape))
-    request.raw_input_contents.append(x.tobytes())
-    return request
 
 
 def check_answers(server: ServeProcess, model: str, x: np.ndarray, expected: np.ndarray) -> None:
@@ -59,7 +51,9 @@ def check_answers(server: ServeProcess, model: str, x: np.ndarray, expected: np.
         length = int(response.headers["Inference-Header-Content-Length"])
     http_y = np.frombuffer(payload[length:], np.float32).reshape(expected.shape)
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
-        answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(grpc_request(model, x))
+        answer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer(
+            ghz.infer_request(model, {"x": x})
+        )
     grpc_y = np.frombuffer(answer.raw_output_contents[0], np.float32).reshape(expected.shape)
     np.testing.assert_allclose(http_y, expected, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(grpc_y, expected, rtol=1e-4, atol=1e-4)
@@ -92,7 +86,7 @@ def bench_model(
     body_file = workdir / f"{label}.body"
     body_file.write_bytes(body)
     message = workdir / f"{label}.pb"
-    message.write_bytes(grpc_request("m", x).SerializeToString())
+    message.write_bytes(ghz.infer_request("m", {"x": x}).SerializeToString())
     server = ServeProcess(
         {"name": "m", "model": {"uri": str(path)}, "providers": ["CPUExecutionProvider"]}, workdir
     )

@@ -19,6 +19,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,18 +161,22 @@ def _ask(port: int, x: np.ndarray) -> np.ndarray | None:
 
 
 def check_answers(
-    port: int, pairs: list[tuple[np.ndarray, np.ndarray]], atol: float
+    port: int,
+    pairs: list[tuple[np.ndarray, np.ndarray]],
+    atol: float,
+    ask_one: Callable[[int, np.ndarray], np.ndarray | None] = _ask,
 ) -> CheckResult:
-    """Each pair once alone, then all at once from one thread each (batches form then)."""
+    """Each pair once alone, then all at once from one thread each (batches form then);
+    ``ask_one(port, x)`` is the client (HTTP by default), None for a refused request."""
     result = CheckResult()
     for index, (x, expected) in enumerate(pairs):
-        result.add(_ask(port, x), expected, atol, f"sequential #{index}")
+        result.add(ask_one(port, x), expected, atol, f"sequential #{index}")
     answers: list[np.ndarray | None] = [None] * len(pairs)
     barrier = threading.Barrier(len(pairs))
 
     def ask(index: int) -> None:
         barrier.wait()
-        answers[index] = _ask(port, pairs[index][0])
+        answers[index] = ask_one(port, pairs[index][0])
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(pairs))]
     for thread in threads:

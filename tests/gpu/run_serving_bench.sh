@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Runs on the GPU machine (device tool). Each call first stages what it carried (onnxruntime-gpu
-# parts from .gpu/, wheels from .gpu-tools/whl*/, hey from .gpu-tools/hey/, the old server's
-# tree from .gpu-tools/old/) into /tmp, which lasts while the machine is held; then:
+# parts from .gpu/, wheels from .gpu-tools/whl*/, hey and ghz from .gpu-tools/{hey,ghz}/, the
+# old server's tree from .gpu-tools/old/, a `git archive` of the new one from .gpu-tools/new/)
+# into /tmp, which lasts while the machine is held; then:
 #   stage   nothing more (the calls that bring the wheel's parts)
 #   early   today's server (/tmp/old) + the latency breakdown
-#   final   the old and the new server side by side (COMMIT names the new one)
+#   final   the old and the new server side by side (COMMIT names the new one), the new one
+#           over gRPC too when ghz is staged; BREAKDOWN=0 skips the latency breakdown
 #   suite   the CUDA-path tests: tests/gpu and the runtime's multi-process tests
+#   runtime all of tests/runtime on the CUDA EP
+# Run final, suite and runtime from the new tree (cd /tmp/new) after staging from the checkout.
 # Logs go to $OUT (at most 8 files come back: the bulk travels as one logs.tgz).
 set -uo pipefail
-mode=${1:?stage, early, final or suite}
+mode=${1:?stage, early, final, suite or runtime}
 OUT=${OUT:-/tmp/out}
 LOGS=/tmp/serving-logs
 mkdir -p "$OUT" "$LOGS" /tmp/ortgpu
@@ -18,7 +22,9 @@ for wheels in .gpu-tools/whl*/; do
   [ -d "$wheels" ] && python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$wheels"*.whl 2>&1 | grep -v 'already exists'
 done
 [ -f .gpu-tools/hey/hey.gz ] && python3 -c "import gzip, shutil; shutil.copyfileobj(gzip.open('.gpu-tools/hey/hey.gz'), open('/tmp/hey', 'wb'))" && chmod +x /tmp/hey
+[ -f .gpu-tools/ghz/ghz.gz ] && python3 -c "import gzip, shutil; shutil.copyfileobj(gzip.open('.gpu-tools/ghz/ghz.gz'), open('/tmp/ghz', 'wb'))" && chmod +x /tmp/ghz
 [ -f .gpu-tools/old/COMMIT ] && rm -rf /tmp/old && cp -r .gpu-tools/old /tmp/old
+[ -f .gpu-tools/new/COMMIT ] && rm -rf /tmp/new && cp -r .gpu-tools/new /tmp/new
 ls /tmp/ortgpu | tr '\n' ' '; echo
 [ "$mode" = stage ] && exit 0
 if [ ! -d /tmp/site/onnxruntime ]; then
@@ -44,10 +50,13 @@ early)
   tail -30 "$LOGS/breakdown.log"
   ;;
 final)
+  grpc=()
+  [ -x /tmp/ghz ] && grpc=(--ghz /tmp/ghz --grpc after)
   # shellcheck disable=SC2086  # BENCH_ARGS is a list of flags
   timeout "${BENCH_TIMEOUT:-420}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
-    --server "before=$old" --server "after=.@${COMMIT:-working tree}" ${BENCH_ARGS:-} \
-    --out "$OUT/gpu_serving_h200.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
+    --server "before=$old" --server "after=.@${COMMIT:-working tree}" "${grpc[@]}" ${BENCH_ARGS:-} \
+    --out "$OUT/gpu_serving_h200.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-\|^  grpc-'
+  [ "${BREAKDOWN:-1}" = 0 ] && exit 0
   # The steps as today's code times them, and p50 of the new server against the same parts.
   PYTHONPATH=/tmp/site:/tmp/old/runtime:/tmp/old/operator:$PWD timeout 120 \
     python3 bench/serve_latency_breakdown.py --source "$PWD" --out "$OUT/breakdown.json" \
@@ -59,5 +68,10 @@ suite)
   timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 240 \
     tests/gpu/test_serving_processes_cuda.py tests/gpu/test_cuda_runtime.py \
     tests/runtime/test_multiprocess.py 2>&1 | tee "$OUT/gpu-suite.log" | tail -15
+  ;;
+runtime)
+  export PYTHONPATH=/tmp/site:$PWD/runtime:$PWD/operator:$PWD/devtools:$PWD
+  timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 240 \
+    tests/runtime 2>&1 | tee "$OUT/runtime-suite.log" | tail -15
   ;;
 esac
