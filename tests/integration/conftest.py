@@ -31,20 +31,15 @@ STATE_ENV = "ORTKUBE_DEV_STATE_DIR"
 
 @dataclass(frozen=True)
 class DevCluster:
-    """A running dev cluster: its layout and an admin ApiClient."""
+    """A running dev cluster: its layout and an admin client (lightkube, dicts in and out)."""
 
     layout: ClusterLayout
-    api_client: Any
+    kube: kubeclient.Kube
 
     @property
     def kubeconfig(self) -> Path:
         """The admin kubeconfig."""
         return self.layout.kubeconfig("admin")
-
-    @property
-    def core(self) -> Any:
-        """CoreV1Api as the admin."""
-        return kubeclient.core_api(self.api_client)
 
     def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         """Run the built kubectl as the admin; stdout (stdout+stderr when check=False)."""
@@ -95,13 +90,13 @@ def dev_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevCluster
     if named and controlplane.apiserver_ready(Path(named)):
         layout = load_layout(Path(named))
         assert layout is not None
-        yield DevCluster(layout, kubeclient.api_client(layout.kubeconfig("admin")))
+        yield DevCluster(layout, kubeclient.Kube(layout.kubeconfig("admin")))
         return
     state_dir = tmp_path_factory.mktemp("devcluster")
     try:
         layout = _start(state_dir)
         os.environ[STATE_ENV] = str(state_dir)  # sub-folder fixtures reuse this cluster
-        yield DevCluster(layout, kubeclient.api_client(layout.kubeconfig("admin")))
+        yield DevCluster(layout, kubeclient.Kube(layout.kubeconfig("admin")))
     finally:
         os.environ.pop(STATE_ENV, None)
         controlplane.down(state_dir, quiet=True)

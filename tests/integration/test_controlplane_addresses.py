@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from ortkube.devcluster import controlplane, kubeclient, network
+from ortkube.devcluster import controlplane, network
 from ortkube.devcluster.kwok import fake_node_names
 from tests.integration.conftest import DevCluster
 from tests.integration.kube_waits import wait_for
@@ -101,13 +101,10 @@ def test_pods_services_and_nodes_get_only_loopback_addresses(
 def test_more_services_than_a_slash_24_holds_get_loopback_cluster_ips(
     dev_cluster: DevCluster, namespace: str
 ) -> None:
-    core = dev_cluster.core
     for index in range(MANY_SERVICES):
-        core.create_namespaced_service(
-            namespace, cluster_ip_service(f"s{index}"), _preload_content=False
-        )
-    listed = kubeclient.body(core.list_namespaced_service(namespace, _preload_content=False))
-    ips = [s["spec"]["clusterIP"] for s in listed["items"]]
+        dev_cluster.kube.create(cluster_ip_service(f"s{index}"), namespace)
+    services, _ = dev_cluster.kube.list("v1", "Service", namespace)
+    ips = [s["spec"]["clusterIP"] for s in services]
     assert len(set(ips)) == MANY_SERVICES
     assert all(in_range(ip, network.SERVICE_CIDR) for ip in ips)
 
@@ -117,9 +114,12 @@ def test_kubelet_calls_on_podrunner_pods_say_to_use_ortkube_dev_logs(
 ) -> None:
     dev_cluster.apply(pinned_pod("talker", "ortkube-local", sleeper()), namespace)
     wait_for(
-        lambda: (dev_cluster.get("pod", "talker", namespace) or {}).get("status", {}).get("podIP"),
+        lambda: (
+            (dev_cluster.get("pod", "talker", namespace) or {}).get("status", {}).get("phase")
+            == "Running"
+        ),
         timeout=60,
-        describe="pod talker with an IP",
+        describe="pod talker Running",
     )
     logs = dev_cluster.kubectl("logs", "talker", "-n", namespace, check=False)
     assert f"ortkube dev logs {namespace}/talker" in logs, logs
@@ -160,10 +160,8 @@ def test_state_dir_from_an_older_up_is_recreated_with_loopback_addresses(
     try:
         layout = controlplane.up(state_dir, options)
         assert (layout.pki / "ca.crt").read_bytes() != first_ca  # recreated, not reused
-        core = kubeclient.core_api(controlplane.api_client(layout))
-        service = kubeclient.body(
-            core.read_namespaced_service("kubernetes", "default", _preload_content=False)
-        )
+        service = controlplane.api_client(layout).get("v1", "Service", "kubernetes", "default")
+        assert service is not None
         assert service["spec"]["clusterIP"] == network.KUBERNETES_SERVICE_IP
         assert json.loads((state_dir / "cluster.json").read_text())["network"] == network.plan()
     finally:

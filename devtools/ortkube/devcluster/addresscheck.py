@@ -52,34 +52,25 @@ def render_probe_pod(node_name: str) -> dict[str, Any]:
     }
 
 
-def _create_probe_pod(core: Any, node_name: str, deadline: float) -> None:
-    from kubernetes import client
-
+def _create_probe_pod(kube: kubeclient.Kube, node_name: str, deadline: float) -> None:
     while True:
         try:
-            core.create_namespaced_pod(
-                PROBE_NAMESPACE, render_probe_pod(node_name), _preload_content=False
-            )
+            kube.create(render_probe_pod(node_name), namespace=PROBE_NAMESPACE)
             return
-        except client.ApiException as error:
+        except kubeclient.ApiError as error:
             # On a fresh cluster the controller-manager has not yet made `default`'s
             # ServiceAccount, and admission refuses pods until it has.
-            if error.status != 403 or time.monotonic() > deadline:
+            if kubeclient.status_code(error) != 403 or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
 
-def _probe_pod_ip(core: Any, node_name: str) -> list[tuple[str, str]]:
-    from kubernetes import client
-
+def _probe_pod_ip(kube: kubeclient.Kube, node_name: str) -> list[tuple[str, str]]:
     deadline = time.monotonic() + PROBE_TIMEOUT_S
-    _create_probe_pod(core, node_name, deadline)
+    _create_probe_pod(kube, node_name, deadline)
     try:
         while time.monotonic() < deadline:
-            pod = kubeclient.body(
-                core.read_namespaced_pod(PROBE_POD, PROBE_NAMESPACE, _preload_content=False)
-            )
-            status = pod.get("status", {})
+            status = (kube.get("v1", "Pod", PROBE_POD, PROBE_NAMESPACE) or {}).get("status", {})
             ips = [row["ip"] for row in status.get("podIPs") or []]
             if ips:
                 return [(f"pod/{PROBE_POD}", ip) for ip in ips] + [
@@ -91,26 +82,20 @@ def _probe_pod_ip(core: Any, node_name: str) -> list[tuple[str, str]]:
             "see `ortkube dev logs kwok`"
         )
     finally:
-        try:
-            core.delete_namespaced_pod(
-                PROBE_POD, PROBE_NAMESPACE, grace_period_seconds=0, _preload_content=False
-            )
-        except client.ApiException as error:
-            if error.status != 404:
-                raise
+        kube.delete("v1", "Pod", PROBE_POD, PROBE_NAMESPACE, grace_period=0)
 
 
-def check_loopback(api_client: Any, kwok_node: str | None) -> list[tuple[str, str]]:
+def check_loopback(kube: kubeclient.Kube, kwok_node: str | None) -> list[tuple[str, str]]:
     """Every address checked, as (what, address); raises ControlPlaneError on any other."""
-    core = kubeclient.core_api(api_client)
-    service = kubeclient.body(
-        core.read_namespaced_service("kubernetes", "default", _preload_content=False)
-    )
+    service = kube.get("v1", "Service", "kubernetes", "default")
+    if service is None:
+        raise ControlPlaneError("the apiserver made no `kubernetes` Service in `default`")
     checked = service_addresses(service)
-    for node in kubeclient.body(core.list_node(_preload_content=False))["items"]:
+    nodes, _ = kube.list("v1", "Node")
+    for node in nodes:
         checked += node_addresses(node)
     if kwok_node is not None:
-        checked += _probe_pod_ip(core, kwok_node)
+        checked += _probe_pod_ip(kube, kwok_node)
     outside = not_loopback(checked)
     if outside:
         raise ControlPlaneError(

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ortkube.devcluster import addresscheck, certs, components, kubeclient, kwok, network, processes
 from ortkube.devcluster.build import is_cached
@@ -70,23 +69,21 @@ def _step(
     log_event("up.ready", component=component, seconds=seconds)
 
 
-def api_client(layout: ClusterLayout) -> Any:
-    """A kubernetes ApiClient authenticated as the admin."""
-    return kubeclient.api_client(layout.kubeconfig("admin"))
+def api_client(layout: ClusterLayout) -> kubeclient.Kube:
+    """A client authenticated as the admin."""
+    return kubeclient.Kube(layout.kubeconfig("admin"))
 
 
 def _node_ready(layout: ClusterLayout, names: list[str]) -> Callable[[], bool]:
-    from kubernetes import client
-
-    core = kubeclient.core_api(api_client(layout))
+    kube = api_client(layout)
 
     def check() -> bool:
         for name in names:
             try:
-                node = kubeclient.body(core.read_node(name, _preload_content=False))
-            except client.ApiException:
+                node = kube.get("v1", "Node", name)
+            except (kubeclient.ApiError, kubeclient.TransportError):
                 return False
-            rows = node.get("status", {}).get("conditions") or []
+            rows = (node or {}).get("status", {}).get("conditions") or []
             conditions = {c["type"]: c["status"] for c in rows}
             if conditions.get("Ready") != "True":
                 return False
@@ -96,17 +93,13 @@ def _node_ready(layout: ClusterLayout, names: list[str]) -> Callable[[], bool]:
 
 
 def _create_fake_nodes(layout: ClusterLayout, options: UpOptions) -> list[str]:
-    from kubernetes import client
-
-    core = kubeclient.core_api(api_client(layout))
+    kube = api_client(layout)
     names = kwok.fake_node_names(options.fake_nodes)
     for name in names:
         try:
-            core.create_node(
-                kwok.render_fake_gpu_node(name, options.fake_node_gpus), _preload_content=False
-            )
-        except client.ApiException as error:
-            if error.status != 409:  # already there from an earlier `up`: keep it
+            kube.create(kwok.render_fake_gpu_node(name, options.fake_node_gpus))
+        except kubeclient.ApiError as error:
+            if kubeclient.status_code(error) != 409:  # there from an earlier `up`: keep it
                 raise
     return names
 

@@ -7,7 +7,7 @@ import os
 import threading
 from typing import Any
 
-from ortkube.devcluster.kubeclient import api, body, core_api
+from ortkube.devcluster.kubeclient import ApiError, Kube, status_code
 from ortkube.devcluster.kwok import gpu_labels
 from ortkube.devcluster.log import log_event
 from ortkube.devcluster.network import node_addresses
@@ -121,9 +121,8 @@ def render_lease(node: dict[str, Any]) -> dict[str, Any]:
 class NodeAgent:
     """Registers the node, then renews its Lease and Ready condition until stopped."""
 
-    def __init__(self, api_client: Any, node: dict[str, Any]) -> None:
-        self._core = core_api(api_client)
-        self._coordination = api("CoordinationV1Api", api_client)
+    def __init__(self, kube: Kube, node: dict[str, Any]) -> None:
+        self._kube = kube
         self._node = node
         self._name = node["metadata"]["name"]
         self._stop = threading.Event()
@@ -131,21 +130,17 @@ class NodeAgent:
 
     def register(self) -> None:
         """Create the Node, or bring an existing one's labels and status up to date."""
-        from kubernetes import client
-
         try:
-            created = self._core.create_node(self._node, _preload_content=False)
-        except client.ApiException as error:
-            if error.status != 409:
+            created = self._kube.create(self._node)
+        except ApiError as error:
+            if status_code(error) != 409:
                 raise
-            created = self._core.patch_node(
-                self._name,
-                {"metadata": {"labels": self._node["metadata"]["labels"]}},
-                _content_type="application/strategic-merge-patch+json",
-                _preload_content=False,
+            self._kube.patch(
+                "v1", "Node", self._name, {"metadata": {"labels": self._node["metadata"]["labels"]}}
             )
             self._patch_status(full=True)
-        self._node = {**self._node, "metadata": body(created)["metadata"]}
+            created = self._kube.get("v1", "Node", self._name) or self._node
+        self._node = {**self._node, "metadata": created["metadata"]}
         log_event("podrunner.node_registered", node=self._name)
 
     def _patch_status(self, full: bool = False) -> None:
@@ -153,31 +148,23 @@ class NodeAgent:
         status: dict[str, Any] = {"conditions": node_conditions(True, stamp, self._since)}
         if full:
             status = {**self._node["status"], **status}
-        self._core.patch_node_status(
-            self._name,
-            {"status": status},
-            _content_type="application/strategic-merge-patch+json",
-            _preload_content=False,
-        )
+        # Strategic merge: conditions and addresses merge by their `type`, as the kubelet's do.
+        self._kube.patch("v1", "Node", self._name, {"status": status}, status=True, strategic=True)
 
     def _renew_lease(self) -> None:
-        from kubernetes import client
-
         lease = render_lease(self._node)
         try:
-            self._coordination.patch_namespaced_lease(
+            self._kube.patch(
+                "coordination.k8s.io/v1",
+                "Lease",
                 self._name,
-                LEASE_NAMESPACE,
                 {"spec": lease["spec"]},
-                _content_type="application/merge-patch+json",
-                _preload_content=False,
+                LEASE_NAMESPACE,
             )
-        except client.ApiException as error:
-            if error.status != 404:
+        except ApiError as error:
+            if status_code(error) != 404:
                 raise
-            self._coordination.create_namespaced_lease(
-                LEASE_NAMESPACE, lease, _preload_content=False
-            )
+            self._kube.create(lease, LEASE_NAMESPACE)
 
     def run(self) -> None:
         """Heartbeat loop (a thread's target): Lease every 10 s, Ready condition every 30 s."""

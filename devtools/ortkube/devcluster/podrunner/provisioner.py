@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from ortkube.devcluster.kubeclient import api, body, core_api
+from ortkube.devcluster.kubeclient import ALL_NAMESPACES, ApiError, Kube, status_code
 from ortkube.devcluster.log import log_event
 
 STORAGE_CLASS = "ortkube-local"
@@ -67,53 +67,45 @@ def render_volume(claim: dict[str, Any], path: Path) -> dict[str, Any]:
 class Provisioner:
     """Polls claims of our class: binds pending ones, deletes released volumes."""
 
-    def __init__(self, api_client: Any, volumes_dir: Path) -> None:
-        from kubernetes import client
-
-        self._core = core_api(api_client)
-        self._storage = api("StorageV1Api", api_client)
-        self._api_error = client.ApiException
+    def __init__(self, kube: Kube, volumes_dir: Path) -> None:
+        self._kube = kube
         self._volumes_dir = volumes_dir
         self._stop = threading.Event()
 
+    def _create(self, obj: dict[str, Any]) -> bool:
+        """Create ``obj``; False when it exists already."""
+        try:
+            self._kube.create(obj)
+        except ApiError as error:
+            if status_code(error) != 409:
+                raise
+            return False
+        return True
+
     def ensure_storage_class(self) -> None:
         """Create the default StorageClass once."""
-        try:
-            self._storage.create_storage_class(render_storage_class(), _preload_content=False)
-        except self._api_error as error:
-            if error.status != 409:
-                raise
-
-    def _list(self, lister: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = body(lister(_preload_content=False))["items"]
-        return items
+        self._create(render_storage_class())
 
     def sync(self) -> None:
         """One pass: provision pending claims, clean up released volumes."""
-        for claim in self._list(self._core.list_persistent_volume_claim_for_all_namespaces):
+        claims, _ = self._kube.list("v1", "PersistentVolumeClaim", ALL_NAMESPACES)
+        for claim in claims:
             if claim.get("status", {}).get("phase") != "Pending" or claim["spec"].get("volumeName"):
                 continue
             if (claim["spec"].get("storageClassName") or "") not in ("", STORAGE_CLASS):
                 continue
             path = self._volumes_dir / claim["metadata"]["namespace"] / claim["metadata"]["name"]
             path.mkdir(parents=True, exist_ok=True)
-            try:
-                self._core.create_persistent_volume(
-                    render_volume(claim, path), _preload_content=False
-                )
+            if self._create(render_volume(claim, path)):
                 log_event("podrunner.provisioned", claim=claim["metadata"]["name"], path=path)
-            except self._api_error as error:
-                if error.status != 409:
-                    raise
-        for volume in self._list(self._core.list_persistent_volume):
+        volumes, _ = self._kube.list("v1", "PersistentVolume")
+        for volume in volumes:
             annotations = volume["metadata"].get("annotations") or {}
             if annotations.get("pv.kubernetes.io/provisioned-by") != PROVISIONER:
                 continue
             if volume.get("status", {}).get("phase") == "Released":
                 shutil.rmtree(volume["spec"]["hostPath"]["path"], ignore_errors=True)
-                self._core.delete_persistent_volume(
-                    volume["metadata"]["name"], _preload_content=False
-                )
+                self._kube.delete("v1", "PersistentVolume", volume["metadata"]["name"])
 
     def run(self) -> None:
         """Thread body: sync every second until stopped; a failed pass is logged and retried."""

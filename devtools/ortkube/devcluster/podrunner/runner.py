@@ -11,10 +11,13 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import urllib3
-
-from ortkube.devcluster.kubeclient import api_client as kubeclient_api
-from ortkube.devcluster.kubeclient import body, core_api, new_watch
+from ortkube.devcluster.kubeclient import (
+    ALL_NAMESPACES,
+    ApiError,
+    Kube,
+    TransportError,
+    status_code,
+)
 from ortkube.devcluster.layout import ClusterLayout, load_layout
 from ortkube.devcluster.log import log_event
 from ortkube.devcluster.podrunner.addresses import AddressPool
@@ -43,21 +46,21 @@ def _memory_bytes() -> int:
 class PodRunner:
     """Keeps one PodWorker per live pod bound to the node."""
 
-    def __init__(self, api_client: Any, layout: ClusterLayout, node_name: str, gpus: int) -> None:
-        self._core = core_api(api_client)
+    def __init__(self, kube: Kube, layout: ClusterLayout, node_name: str, gpus: int) -> None:
+        self._kube = kube
         self._node_name = node_name
         self._workers: dict[str, PodWorker] = {}
         self.kubelet = KubeletEndpoint(layout.pki)
         self.node = NodeAgent(
-            api_client,
+            kube,
             render_local_node(
                 node_name, gpus, os.cpu_count() or 1, _memory_bytes(), self.kubelet.port
             ),
         )
-        self.provisioner = Provisioner(api_client, layout.volumes_dir)
+        self.provisioner = Provisioner(kube, layout.volumes_dir)
         self.context = RunnerContext(
-            api_client=api_client,
-            reader=ApiReader(api_client),
+            kube=kube,
+            reader=ApiReader(kube),
             pods_dir=layout.pods_dir,
             volumes_dir=layout.volumes_dir,
             addresses=AddressPool(),
@@ -88,41 +91,35 @@ class PodRunner:
         self._workers[uid] = worker
         worker.start()
 
+    def _selector(self) -> dict[str, str]:
+        return {"spec.nodeName": self._node_name}
+
     def _list(self) -> str:
-        response = self._core.list_pod_for_all_namespaces(
-            field_selector=f"spec.nodeName={self._node_name}", _preload_content=False
-        )
-        listed = body(response)
+        pods, version = self._kube.list("v1", "Pod", ALL_NAMESPACES, self._selector())
         seen = set()
-        for pod in listed["items"]:
+        for pod in pods:
             seen.add(pod["metadata"]["uid"])
             self._handle("ADDED", pod)
         for uid in [u for u in self._workers if u not in seen]:
             self._workers.pop(uid).forget()
-        version: str = listed["metadata"]["resourceVersion"]
         return version
 
     def watch_forever(self) -> None:
-        """List, then watch from that version; relist whenever the watch ends or expires."""
-        from kubernetes import client
-
+        """List, then watch from that version; relist whenever the watch fails or expires."""
         while True:
             version = self._list()
-            stream = new_watch().stream(
-                self._core.list_pod_for_all_namespaces,
-                field_selector=f"spec.nodeName={self._node_name}",
-                resource_version=version,
-                timeout_seconds=WATCH_TIMEOUT_S,
+            events = self._kube.watch(
+                "v1", "Pod", ALL_NAMESPACES, self._selector(), version, WATCH_TIMEOUT_S
             )
             try:
-                for event in stream:
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        self._handle(event["type"], event["raw_object"])
-            except client.ApiException as error:
-                if error.status != 410:  # 410: our version expired; relisting fixes it
-                    log_event("podrunner.watch_failed", error=str(error.reason))
+                for kind, pod in events:
+                    if kind in ("ADDED", "MODIFIED", "DELETED"):
+                        self._handle(kind, pod)
+            except ApiError as error:
+                if status_code(error) != 410:  # 410: our version expired; relisting fixes it
+                    log_event("podrunner.watch_failed", error=str(error))
                     time.sleep(1.0)
-            except (OSError, ValueError, urllib3.exceptions.HTTPError) as error:
+            except (OSError, ValueError, TransportError) as error:
                 # The apiserver restarted or the connection dropped: relist and go on.
                 log_event("podrunner.watch_failed", error=repr(error))
                 time.sleep(1.0)
@@ -146,7 +143,7 @@ def run(kubeconfig: Path, state_dir: Path, node_name: str = NODE_NAME, gpus: int
         return 1
     signal.signal(signal.SIGTERM, _raise_stopping)
     signal.signal(signal.SIGINT, _raise_stopping)
-    runner = PodRunner(kubeclient_api(kubeconfig), layout, node_name, gpus)
+    runner = PodRunner(Kube(kubeconfig), layout, node_name, gpus)
     try:
         runner.kubelet.start()
         runner.node.register()

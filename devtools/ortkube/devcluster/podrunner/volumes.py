@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import tempfile
 import time
@@ -11,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ortkube.devcluster.kubeclient import core_api
+from ortkube.devcluster.kubeclient import Kube
 from ortkube.devcluster.podrunner.spec import ContainerConfigError, Pod, field_ref, volume_dir
 
 DEFAULT_MODE = 0o644
@@ -21,26 +20,15 @@ DEFAULT_TOKEN_TTL_S = 3600
 class ApiReader:
     """Reads what volumes and env refer to; a missing object reads as None."""
 
-    def __init__(self, api_client: Any) -> None:
-        from kubernetes import client
-
-        self._core = core_api(api_client)
-        self._not_found = client.ApiException
+    def __init__(self, kube: Kube) -> None:
+        self._kube = kube
 
     def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        reader = getattr(self._core, f"read_namespaced_{kind}")
-        try:
-            response = reader(name, namespace, _preload_content=False)
-        except self._not_found as error:
-            if error.status == 404:
-                return None
-            raise
-        body: dict[str, Any] = json.loads(response.data)
-        return body
+        return self._kube.get("v1", kind, name, namespace)
 
     def config_map_files(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A ConfigMap's data and binaryData as file contents."""
-        body = self._read("config_map", namespace, name)
+        body = self._read("ConfigMap", namespace, name)
         if body is None:
             return None
         files = {k: v.encode() for k, v in (body.get("data") or {}).items()}
@@ -49,7 +37,7 @@ class ApiReader:
 
     def secret_files(self, namespace: str, name: str) -> dict[str, bytes] | None:
         """A Secret's data, decoded."""
-        body = self._read("secret", namespace, name)
+        body = self._read("Secret", namespace, name)
         if body is None:
             return None
         return {k: base64.b64decode(v) for k, v in (body.get("data") or {}).items()}
@@ -58,23 +46,17 @@ class ApiReader:
         self, namespace: str, account: str, audiences: list[str], ttl_s: int, pod: Pod
     ) -> str:
         """A bound token from the TokenRequest API, as the kubelet gets for projected volumes."""
-        body = {
-            "spec": {
-                "audiences": audiences,
-                "expirationSeconds": ttl_s,
-                "boundObjectRef": {
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "name": pod["metadata"]["name"],
-                    "uid": pod["metadata"]["uid"],
-                },
-            }
+        spec = {
+            "audiences": audiences,
+            "expirationSeconds": ttl_s,
+            "boundObjectRef": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": pod["metadata"]["name"],
+                "uid": pod["metadata"]["uid"],
+            },
         }
-        response = self._core.create_namespaced_service_account_token(
-            account, namespace, body, _preload_content=False
-        )
-        token: str = json.loads(response.data)["status"]["token"]
-        return token
+        return self._kube.service_account_token(namespace, account, spec)
 
 
 @dataclass

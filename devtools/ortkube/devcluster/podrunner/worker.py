@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ortkube.devcluster.kubeclient import core_api
+from ortkube.devcluster.kubeclient import ApiError, Kube, TransportError, status_code
 from ortkube.devcluster.kubeconfig import render_token_kubeconfig
 from ortkube.devcluster.log import log_event
 from ortkube.devcluster.podrunner import spec as podspec
@@ -26,14 +26,13 @@ from ortkube.devcluster.podrunner.volumes import ApiReader, Materialized, materi
 TICK_S = 0.5
 VOLUME_RESYNC_S = 60.0
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-MERGE = "application/strategic-merge-patch+json"
 
 
 @dataclass(frozen=True)
 class RunnerContext:
     """What every pod worker shares: API access, folders, addresses, the apiserver's port."""
 
-    api_client: Any
+    kube: Kube
     reader: ApiReader
     pods_dir: Path
     volumes_dir: Path
@@ -49,11 +48,8 @@ class PodWorker(threading.Thread):
     def __init__(self, context: RunnerContext, pod: podspec.Pod) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
-        from kubernetes import client
-
         self._ctx = context
-        self._core = core_api(context.api_client)
-        self._api_error = client.ApiException
+        self._kube = context.kube
         self._pod = pod
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -145,7 +141,7 @@ class PodWorker(threading.Thread):
             self._volumes = materialize(
                 pod, self.pod_dir, self._ctx.volumes_dir, self._ctx.reader, self._volumes
             )
-        except (podspec.ContainerConfigError, self._api_error) as error:
+        except (podspec.ContainerConfigError, ApiError) as error:
             # Retried every tick; shown the way the kubelet shows it.
             for container in [*self.init_containers, *self.containers]:
                 if not container.running and not container.done:
@@ -262,20 +258,17 @@ class PodWorker(threading.Thread):
             grace = pod["spec"].get("terminationGracePeriodSeconds", 30)
         log_event("podrunner.pod_terminate", pod=self.key, grace_s=grace)
         self._stop_all(float(grace))
-        # Like the kubelet: once the processes are gone, remove the object for good. The grace
-        # period goes in the body, which the apiserver reads instead of the query parameters.
-        options = {"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}}
+        # Like the kubelet: once the processes are gone, remove the object for good, unless a
+        # new pod of the same name took its place (the kubelet's uid precondition).
         meta = pod["metadata"]
         while not self._shutdown:
             try:
-                self._core.delete_namespaced_pod(
-                    meta["name"], meta["namespace"], body=options, _preload_content=False
-                )
+                current = self._kube.get("v1", "Pod", meta["name"], meta["namespace"])
+                if current is not None and current["metadata"]["uid"] == self.uid:
+                    self._kube.delete("v1", "Pod", meta["name"], meta["namespace"], grace_period=0)
                 break
-            except self._api_error as error:
-                if error.status in (404, 409):  # gone, or a new pod of the same name
-                    break
-                log_event("podrunner.delete_failed", pod=self.key, error=str(error.reason))
+            except (ApiError, TransportError) as error:
+                log_event("podrunner.delete_failed", pod=self.key, error=str(error))
                 self._wake.wait(1.0)
         log_event("podrunner.pod_deleted", pod=self.key)
 
@@ -342,17 +335,20 @@ class PodWorker(threading.Thread):
             return
         meta = pod["metadata"]
         try:
-            self._core.patch_namespaced_pod_status(
+            # Strategic merge: conditions and container statuses merge by key, as the kubelet's.
+            self._kube.patch(
+                "v1",
+                "Pod",
                 meta["name"],
-                meta["namespace"],
                 {"status": status},
-                _content_type=MERGE,
-                _preload_content=False,
+                meta["namespace"],
+                status=True,
+                strategic=True,
             )
-        except self._api_error as error:
-            if error.status == 404:
+        except ApiError as error:
+            if status_code(error) == 404:
                 self._gone = True
                 return
-            log_event("podrunner.status_failed", pod=self.key, error=str(error.reason))
+            log_event("podrunner.status_failed", pod=self.key, error=str(error))
             return
         self._last_status = json.loads(json.dumps(status))
