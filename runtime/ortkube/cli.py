@@ -31,10 +31,9 @@ def plugin_commands() -> dict[str, EntryPoint]:
 
 
 def _first_doc_line(module: str) -> str:
-    """A plugin module's one-line summary: the text after its ``...``: prefix."""
+    """A plugin module's one-line summary: its docstring's first line after ``name``: ."""
     doc = (importlib.import_module(module).__doc__ or "").strip().splitlines()
-    first = doc[0] if doc else ""
-    return first.split(": ", 1)[-1].rstrip(".").split(" (from ")[0]
+    return (doc[0] if doc else "").split(": ", 1)[-1].rstrip(".")
 
 
 def usage() -> str:

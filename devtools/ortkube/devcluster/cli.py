@@ -1,4 +1,4 @@
-"""``ortkube dev``: build and run a local Kubernetes control plane (from ortkube-devtools)."""
+"""``ortkube dev``: build and run a local Kubernetes control plane."""
 
 from __future__ import annotations
 
