@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from ortkube.devcluster.network import is_loopback
+
 SAMPLE_EVERY_S = 0.25
 # /proc/net/tcp states that mean "this socket is talking to (or dialling) its peer".
 CONNECTED_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV"}
@@ -52,10 +54,6 @@ def connected_peers(table: str) -> Iterator[tuple[str, str, str]]:
             yield columns[9], peer, CONNECTED_STATES[columns[3]]
         elif columns[3] == "07" and peer not in ("0.0.0.0", "::"):  # UDP, connected
             yield columns[9], peer, "UDP"
-
-
-def is_loopback(address: str) -> bool:
-    return ipaddress.ip_address(address).is_loopback
 
 
 def descendants(root: int) -> set[int]:
