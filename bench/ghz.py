@@ -12,18 +12,18 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
+from bench import go_tools
+
 MODULE = "github.com/bojand/ghz/cmd/ghz@v0.120.0"
-CACHE_BIN = Path.home() / ".cache" / "ortkube" / "bin"
 PROTO = (
     Path(__file__).resolve().parent.parent
     / "runtime" / "ortkube" / "runtime" / "grpc_gen" / "grpc_service.proto"
@@ -33,33 +33,19 @@ CALL = "inference.GRPCInferenceService.ModelInfer"
 
 def build() -> Path:
     """The ghz binary, built from its Go module the first time."""
-    binary = CACHE_BIN / "ghz"
-    if not binary.exists():
-        CACHE_BIN.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(CACHE_BIN)}
-        # No symbol table (-s -w): 28 MB instead of 41, 9 MB gzipped, so the staged copy fits
-        # one device call beside a 50 MiB part of the onnxruntime-gpu wheel.
-        subprocess.run(["go", "install", "-ldflags=-s -w", MODULE], check=True, env=env)
-    return binary
+    # No symbol table (-s -w): 28 MB instead of 41, 9 MB gzipped, so the staged copy fits
+    # one device call beside a 50 MiB part of the onnxruntime-gpu wheel.
+    return go_tools.build("ghz", MODULE, ldflags="-s -w")
 
 
 def stage(directory: Path) -> Path:
     """Copy the binary, gzipped, into ``directory``; return the copy's path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "ghz.gz"
-    with build().open("rb") as source, gzip.open(target, "wb") as sink:
-        shutil.copyfileobj(source, sink)
-    return target
+    return go_tools.stage(build(), directory)
 
 
 def unpack(gzipped: Path, directory: Path) -> Path:
     """The executable from a staged ``ghz.gz`` (on the GPU machine)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    binary = directory / "ghz"
-    with gzip.open(gzipped, "rb") as source, binary.open("wb") as sink:
-        shutil.copyfileobj(source, sink)
-    binary.chmod(0o755)
-    return binary
+    return go_tools.unpack(gzipped, directory)
 
 
 def infer_request(model: str, inputs: dict[str, np.ndarray]) -> Any:

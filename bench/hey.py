@@ -13,46 +13,31 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import gzip
-import os
 import re
-import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script, too
+from bench import go_tools
+
 MODULE = "github.com/rakyll/hey@v0.1.5"
-CACHE_BIN = Path.home() / ".cache" / "ortkube" / "bin"
 
 
 def build() -> Path:
     """The hey binary, built from its Go module the first time."""
-    binary = CACHE_BIN / "hey"
-    if not binary.exists():
-        CACHE_BIN.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "CGO_ENABLED": "0", "GOBIN": str(CACHE_BIN)}
-        subprocess.run(["go", "install", MODULE], check=True, env=env)
-    return binary
+    return go_tools.build("hey", MODULE)
 
 
 def stage(directory: Path) -> Path:
-    """Copy the binary, gzipped (12 MB -> 6 MB), into ``directory``; return the copy's path."""
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / "hey.gz"
-    with build().open("rb") as source, gzip.open(target, "wb") as sink:
-        shutil.copyfileobj(source, sink)
-    return target
+    """Copy the binary, gzipped, into ``directory``; return the copy's path."""
+    return go_tools.stage(build(), directory)
 
 
 def unpack(gzipped: Path, directory: Path) -> Path:
     """The executable from a staged ``hey.gz`` (on the GPU machine)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    binary = directory / "hey"
-    with gzip.open(gzipped, "rb") as source, binary.open("wb") as sink:
-        shutil.copyfileobj(source, sink)
-    binary.chmod(0o755)
-    return binary
+    return go_tools.unpack(gzipped, directory)
 
 
 @dataclass(frozen=True)
