@@ -17,18 +17,16 @@ import os
 import signal
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.contract import Phase
 from ortkube.runtime.errors import RuntimeServingError
 from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FramedProtocol, Message
-from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
-from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
+from ortkube.runtime.run_plan import RunPlan, run_child
 from ortkube.runtime.runner import Feeds, RunResult
 from ortkube.runtime.server import is_input_error
 from ortkube.runtime.shm import (
@@ -234,12 +232,7 @@ async def serve_engine(plan: RunPlan, index: int) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``RUN_DIR INDEX``."""
-    become_child()
-    run_dir, index = Path(argv[0]), int(argv[1])
-    plan = read_plan(run_dir)
-    configure_logging(plan.config.log_format)
-    code: int = event_loop_runner()(serve_engine(plan, index))
-    return code
+    return run_child(argv, serve_engine)
 
 
 if __name__ == "__main__":

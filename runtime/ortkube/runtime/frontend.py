@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -28,11 +27,10 @@ from ortkube.runtime.engine_link import EngineLink
 from ortkube.runtime.errors import ModelNotReady, RuntimeServingError
 from ortkube.runtime.grpc_service import start_grpc_server, stop_grpc_server
 from ortkube.runtime.ipc import DESCRIBE, INFER, STATUS
-from ortkube.runtime.logs import configure_logging
 from ortkube.runtime.metrics import RuntimeMetrics, bind_request_metrics, create_metrics, exposition
 from ortkube.runtime.model_host import InferOutcome
 from ortkube.runtime.protocol import InferRequest
-from ortkube.runtime.run_plan import RunPlan, become_child, event_loop_runner, read_plan
+from ortkube.runtime.run_plan import RunPlan, run_child
 from ortkube.runtime.runner import RunResult
 from ortkube.runtime.server import build_app
 from ortkube.runtime.shapes import check_inputs, select_outputs
@@ -299,12 +297,7 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
 
 def main(argv: list[str]) -> int:
     """Entry point: ``RUN_DIR INDEX``."""
-    become_child()
-    run_dir, index = Path(argv[0]), int(argv[1])
-    plan = read_plan(run_dir)
-    configure_logging(plan.config.log_format)
-    result: int = event_loop_runner()(serve_frontend(plan, index))
-    return result
+    return run_child(argv, serve_frontend)
 
 
 if __name__ == "__main__":

@@ -12,12 +12,14 @@ import ctypes
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ortkube.runtime.config import RuntimeConfig
+from ortkube.runtime.logs import configure_logging
 
 log = logging.getLogger("ortkube.runtime.run_plan")
 
@@ -104,3 +106,13 @@ def event_loop_runner() -> Any:
     except ImportError:
         return asyncio.run
     return uvloop.run
+
+
+def run_child(argv: list[str], serve: Callable[[RunPlan, int], Coroutine[Any, Any, int]]) -> int:
+    """A child process's entry point (``RUN_DIR INDEX``): read the plan, then ``serve`` it."""
+    become_child()
+    run_dir, index = Path(argv[0]), int(argv[1])
+    plan = read_plan(run_dir)
+    configure_logging(plan.config.log_format)
+    code: int = event_loop_runner()(serve(plan, index))
+    return code
