@@ -150,14 +150,14 @@ def test_state_dir_from_an_older_up_is_recreated_with_loopback_addresses(
 ) -> None:
     options = controlplane.UpOptions(fake_nodes=1, podrunner=False)
     state_dir = tmp_path / "older"
-    layout = controlplane.up(state_dir, options)
-    first_ca = (layout.pki / "ca.crt").read_bytes()
-    controlplane.down(state_dir)
-    # What an `up` from before the loopback plan left: a layout without an address plan.
-    recorded = json.loads((state_dir / "cluster.json").read_text())
-    del recorded["network"]
-    (state_dir / "cluster.json").write_text(json.dumps(recorded))
-    try:
+    try:  # a failed `up` leaves its components running: stop them whatever happens
+        layout = controlplane.up(state_dir, options)
+        first_ca = (layout.pki / "ca.crt").read_bytes()
+        controlplane.down(state_dir)
+        # What an `up` from before the loopback plan left: a layout without an address plan.
+        recorded = json.loads((state_dir / "cluster.json").read_text())
+        del recorded["network"]
+        (state_dir / "cluster.json").write_text(json.dumps(recorded))
         layout = controlplane.up(state_dir, options)
         assert (layout.pki / "ca.crt").read_bytes() != first_ca  # recreated, not reused
         service = controlplane.api_client(layout).get("v1", "Service", "kubernetes", "default")
