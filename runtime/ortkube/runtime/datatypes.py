@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,3 +57,17 @@ def from_v2(datatype: str) -> TensorType | None:
 def from_numpy(dtype: np.dtype[Any]) -> TensorType | None:
     """The tensor type of a numpy dtype (object arrays are BYTES), or None."""
     return BY_NUMPY.get(dtype)
+
+
+# A BYTES element in binary form: its length as 4 little-endian bytes, then the bytes.
+BYTES_LENGTH = struct.Struct("<I")
+
+
+def bytes_to_binary(array: np.ndarray[Any, Any]) -> bytes:
+    """A BYTES tensor's elements, each length-prefixed, in row-major order."""
+    parts: list[bytes] = []
+    for item in array.ravel():
+        raw = item.encode() if isinstance(item, str) else bytes(item)
+        parts.append(BYTES_LENGTH.pack(len(raw)))
+        parts.append(raw)
+    return b"".join(parts)

@@ -22,6 +22,7 @@ import grpc
 import numpy as np
 
 from ortkube.runtime.config import RuntimeConfig
+from ortkube.runtime.datatypes import bytes_to_binary
 from ortkube.runtime.errors import InvalidRequest, ModelNotFound, RuntimeServingError
 from ortkube.runtime.grpc_gen import grpc_service_pb2 as pb
 from ortkube.runtime.grpc_gen import grpc_service_pb2_grpc as pb_grpc
@@ -30,7 +31,6 @@ from ortkube.runtime.protocol import (
     InferRequest,
     RequestedOutput,
     _array_from_binary,
-    _bytes_to_binary,
     _parse_shape,
     _tensor_type,
     _utf8,
@@ -175,9 +175,7 @@ def encode_infer_response(
         datatype = output_datatype(array)
         response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         raw = (
-            _bytes_to_binary(array)
-            if datatype == "BYTES"
-            else np.ascontiguousarray(array).tobytes()
+            bytes_to_binary(array) if datatype == "BYTES" else np.ascontiguousarray(array).tobytes()
         )
         response.raw_output_contents.append(raw)
     return response

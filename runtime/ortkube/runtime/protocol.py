@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ortkube.runtime.datatypes import V2_DATATYPES, TensorType, from_numpy, from_v2
+from ortkube.runtime.datatypes import (
+    BYTES_LENGTH,
+    V2_DATATYPES,
+    TensorType,
+    bytes_to_binary,
+    from_numpy,
+    from_v2,
+)
 from ortkube.runtime.errors import InvalidRequest
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 BINARY_CONTENT_TYPE = "application/octet-stream"
 JSON_CONTENT_TYPE = "application/json"
-
-_LENGTH_PREFIX = struct.Struct("<I")
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ def _bytes_from_binary(name: str, chunk: memoryview, count: int) -> np.ndarray[A
     while offset < len(chunk):
         if offset + 4 > len(chunk):
             raise InvalidRequest(f"input '{name}': truncated BYTES element length prefix")
-        (length,) = _LENGTH_PREFIX.unpack_from(chunk, offset)
+        (length,) = BYTES_LENGTH.unpack_from(chunk, offset)
         offset += 4
         if offset + length > len(chunk):
             raise InvalidRequest(f"input '{name}': BYTES element overruns its binary data")
@@ -311,15 +315,6 @@ def decode_request(body: bytes, header_length: int | None) -> InferRequest:
     )
 
 
-def _bytes_to_binary(array: np.ndarray[Any, Any]) -> bytes:
-    parts: list[bytes] = []
-    for item in array.ravel():
-        raw = item.encode() if isinstance(item, str) else bytes(item)
-        parts.append(_LENGTH_PREFIX.pack(len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
-
-
 def _bytes_to_json(name: str, array: np.ndarray[Any, Any]) -> list[str]:
     try:
         return [item if isinstance(item, str) else bytes(item).decode() for item in array.ravel()]
@@ -371,7 +366,7 @@ def encode_response_parts(
         entry: dict[str, Any] = {"name": name, "datatype": datatype, "shape": list(array.shape)}
         if binary:
             blob: bytes | memoryview = (
-                _bytes_to_binary(array)
+                bytes_to_binary(array)
                 if datatype == "BYTES"
                 else np.ascontiguousarray(array).data.cast("B")
             )

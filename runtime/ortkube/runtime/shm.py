@@ -18,7 +18,6 @@ import errno
 import logging
 import mmap
 import os
-import struct
 import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ortkube.runtime.datatypes import BYTES_LENGTH, bytes_to_binary
 
 log = logging.getLogger("ortkube.runtime.shm")
 
@@ -37,7 +38,6 @@ _IDLE_PER_CLASS = 16
 _IDLE_MAX_BYTES = 256 << 20
 # Above this, sizes grow in steps of it rather than doubling (a 4.8 MB tensor takes 5 MiB).
 _SIZE_STEP = 1 << 20
-_LENGTH_PREFIX = struct.Struct("<I")
 # Output slots leave this much room before the tensors: the front-end writes the response's
 # JSON header there, so header and tensors go to the socket as one buffer.
 RESPONSE_HEADER_ROOM = 4096
@@ -217,18 +217,9 @@ def slot_roots() -> list[Path]:
     return [shm_root(), fallback_root()]
 
 
-def _bytes_blob(array: np.ndarray[Any, Any]) -> bytes:
-    parts: list[bytes] = []
-    for item in array.ravel():
-        raw = item.encode() if isinstance(item, str) else bytes(item)
-        parts.append(_LENGTH_PREFIX.pack(len(raw)))
-        parts.append(raw)
-    return b"".join(parts)
-
-
 def _as_bytes(array: np.ndarray[Any, Any]) -> tuple[str, bytes | memoryview]:
     if array.dtype.kind in "OSU":
-        return BYTES, _bytes_blob(array)
+        return BYTES, bytes_to_binary(array)
     return array.dtype.str, np.ascontiguousarray(array).data.cast("B")
 
 
@@ -270,7 +261,7 @@ def _strings(chunk: memoryview, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
     items: list[str] = []
     offset = 0
     while offset < len(chunk):
-        (length,) = _LENGTH_PREFIX.unpack_from(chunk, offset)
+        (length,) = BYTES_LENGTH.unpack_from(chunk, offset)
         items.append(bytes(chunk[offset + 4 : offset + 4 + length]).decode())
         offset += 4 + length
     array = np.empty(len(items), dtype=object)
