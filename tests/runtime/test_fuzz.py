@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import json
+import socket
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -228,3 +229,49 @@ def test_reported_malformed_requests_are_json_4xx(
             assert json.loads(payload)["outputs"][0]["data"] == GOOD_ANSWER
     finally:
         connection.close()
+
+
+_INFER_LINE = b"POST /v2/models/two_io/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+# Requests broken below the v2 layer, which aiohttp's parser refuses before any route:
+# (id, raw bytes sent). Each must answer a JSON 4xx and close, and the server go on.
+BROKEN_HTTP: list[tuple[str, bytes]] = [
+    ("request line garbage", b"GARBAGE\r\n\r\n"),
+    ("unknown HTTP version", b"GET /v2 HTTP/9.9\r\nHost: 127.0.0.1\r\n\r\n"),
+    ("header without colon", _INFER_LINE + b"Not a header\r\n\r\n"),
+    ("content-length not a number", _INFER_LINE + b"Content-Length: abc\r\n\r\n"),
+    ("two content-lengths", _INFER_LINE + b"Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+    ("header line too long", _INFER_LINE + b"X-Long: " + b"a" * 20_000 + b"\r\n\r\n"),
+    ("bad chunk size", _INFER_LINE + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+    ("control byte in the path", b"GET /v2\x01 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+]
+
+
+def _raw_exchange(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send ``raw`` on a new connection; the answer's status, headers and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(raw)
+        data = b""
+        while chunk := connection.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("raw", [row[1] for row in BROKEN_HTTP], ids=[r[0] for r in BROKEN_HTTP])
+def test_malformed_http_framing_answers_json_4xx(fuzz_server: ServeProcess, raw: bytes) -> None:
+    status, headers, body = _raw_exchange(fuzz_server.port, raw)
+    assert 400 <= status < 500, (status, body[:300])
+    assert headers.get("content-type", "").startswith("application/json"), headers
+    length = int(headers["content-length"])
+    error = json.loads(body[:length])["error"]
+    assert error.startswith("malformed HTTP request: "), error
+    connection = http.client.HTTPConnection("127.0.0.1", fuzz_server.port, timeout=30)
+    try:
+        status, payload, _ = _post(connection, GOOD_BODY, {})
+        assert status == 200, payload[:300]
+        assert json.loads(payload)["outputs"][0]["data"] == GOOD_ANSWER
+    finally:
+        connection.close()
+    assert "internal_error" not in fuzz_server.log()

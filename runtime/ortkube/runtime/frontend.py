@@ -19,8 +19,6 @@ import signal
 import sys
 from typing import Any
 
-from aiohttp import web
-
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.engine_link import EngineLink
@@ -32,7 +30,7 @@ from ortkube.runtime.model_host import InferOutcome
 from ortkube.runtime.protocol import InferRequest
 from ortkube.runtime.run_plan import RunPlan, run_child
 from ortkube.runtime.runner import RunResult
-from ortkube.runtime.server import build_app
+from ortkube.runtime.server import start_http
 from ortkube.runtime.shapes import check_inputs, select_outputs
 from ortkube.runtime.shm import (
     RESPONSE_HEADER_ROOM,
@@ -265,18 +263,7 @@ async def serve_frontend(plan: RunPlan, index: int) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    runner = web.AppRunner(
-        build_app(backend), handle_signals=False, access_log=None, auto_decompress=False
-    )
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        shutdown_timeout=config.server.shutdown_grace_s,
-        reuse_port=True,
-    )
-    await site.start()
+    runner = await start_http(backend, reuse_port=True)
     grpc_server = await start_grpc_server(backend, config)
     log.info(
         "event=worker_listening index=%d pid=%d port=%d", index, os.getpid(), config.server.port

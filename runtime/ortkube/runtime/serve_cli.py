@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
-from aiohttp import web
 from pydantic import ValidationError
 
 from ortkube.runtime.config import RuntimeConfig, load_config_file, merge_overrides
@@ -29,7 +28,7 @@ from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import event_loop_runner
-from ortkube.runtime.server import build_app
+from ortkube.runtime.server import start_http
 from ortkube.runtime.supervisor import run_supervisor
 from ortkube.runtime.topology import Topology, resolve_topology, visible_gpus
 
@@ -85,17 +84,7 @@ async def run_server(config: RuntimeConfig, stop: asyncio.Event | None = None) -
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     host = ModelHost(config, create_metrics())
-    runner = web.AppRunner(
-        build_app(host), handle_signals=False, access_log=None, auto_decompress=False
-    )
-    await runner.setup()
-    site = web.TCPSite(
-        runner,
-        config.server.host,
-        config.server.port,
-        shutdown_timeout=config.server.shutdown_grace_s,
-    )
-    await site.start()
+    runner = await start_http(host)
     grpc_server = await start_grpc_server(host, config)
     log.info(
         "event=listening model=%s host=%s port=%d",

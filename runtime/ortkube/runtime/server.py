@@ -11,10 +11,11 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from http import HTTPStatus
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Protocol
 
-from aiohttp import web
+from aiohttp import web, web_protocol, web_request, web_server
 
 from ortkube.runtime.config import RuntimeConfig
 from ortkube.runtime.errors import InvalidRequest, ModelNotFound, RuntimeServingError
@@ -364,3 +365,69 @@ def build_app(host: ServingBackend) -> web.Application:
     app.router.add_get("/metrics", prometheus_metrics)
     app.router.add_get("/ortkube/status", runtime_status)
     return app
+
+
+class _JsonErrorRequestHandler(web_protocol.RequestHandler):
+    """aiohttp's connection handler, answering what fails before any route is found (a
+    malformed request line or header, a broken chunked body) in JSON like every other error,
+    where aiohttp answers text/plain."""
+
+    def handle_error(
+        self,
+        request: web_request.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        if request.writer.output_size > 0:
+            # As aiohttp's own: a response has begun, the connection is broken.
+            raise ConnectionError("response already started, cannot answer an error")
+        phrase = HTTPStatus(status).phrase
+        # aiohttp's parser messages span lines with a caret under the fault: one line here.
+        lines = (line.strip() for line in (message or phrase).splitlines())
+        reason = " ".join(line for line in lines if line and set(line) != {"^"})
+        if status >= 500:
+            log.error("event=internal_error status=%d", status, exc_info=exc)
+            text = f"internal error: {phrase}"
+        else:
+            log.info("event=malformed_http status=%d reason=%r", status, reason)
+            text = f"malformed HTTP request: {reason}"
+        response = _error_response(text, status)
+        response.force_close()
+        return response
+
+
+class _JsonErrorServer(web_server.Server):
+    """aiohttp's protocol factory, making connections of ``_JsonErrorRequestHandler``."""
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        return _JsonErrorRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class _HttpRunner(web.AppRunner):
+    """An AppRunner whose connections answer protocol-level errors in JSON."""
+
+    async def _make_server(self) -> web_server.Server:
+        server = await super()._make_server()
+        # The application builds a plain Server; only its protocol factory changes.
+        server.__class__ = _JsonErrorServer
+        return server
+
+
+async def start_http(host: ServingBackend, reuse_port: bool = False) -> web.AppRunner:
+    """Serve ``host``'s routes on its ``server.host:server.port`` (``reuse_port``: a port the
+    front-end workers share); ``runner.cleanup()`` stops and drains."""
+    server = host.config.server
+    runner = _HttpRunner(
+        build_app(host), handle_signals=False, access_log=None, auto_decompress=False
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner,
+        server.host,
+        server.port,
+        shutdown_timeout=server.shutdown_grace_s,
+        reuse_port=reuse_port or None,
+    )
+    await site.start()
+    return runner
