@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ortkube.runtime import shm
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.config import RuntimeConfig, ServerConfig, ShapeProfile, WarmupConfig
 from ortkube.runtime.ipc import FramedProtocol, Message, encode_frame
@@ -127,12 +128,13 @@ def test_pool_reuses_slots_and_retires_beyond_the_idle_cap(tmp_path: Path) -> No
     first = pool.acquire(10)
     pool.release(first)
     assert pool.acquire(100).name == first.name  # same size class, reused
-    slots = [first, *(pool.acquire(10) for _ in range(20))]
+    slots = [first, *(pool.acquire(10) for _ in range(shm._IDLE_PER_CLASS + 4))]
     for slot in slots:
         pool.release(slot)
     assert pool.in_use == 0
     retired = pool.take_retired()
-    assert len(retired) == len(slots) - pool.idle_count()
+    assert len(retired) == 5
+    assert pool.idle_count() == shm._IDLE_PER_CLASS
     assert not any((tmp_path / name).exists() for name in retired)
     pool.close()
     assert list(tmp_path.iterdir()) == []

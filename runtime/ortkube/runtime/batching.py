@@ -1,24 +1,29 @@
 """Dynamic batching: requests that queue up while the runners are busy run as one batch.
 
-Each worker takes the oldest queued request, optionally waits ``max_queue_delay`` for
-companions, and merges every queued request of the same kind (same runner, same non-batch
-dims and datatypes, same outputs) along the first dimension, up to ``max_batch_size`` rows.
-Under light load a request runs at once, alone; under heavy load batches form by themselves,
-which is how Triton's dynamic batcher behaves with a zero delay.
+Requests arrive from any thread (an engine's connection threads, or an event loop through
+``submit``). Each batch thread takes the oldest queued request, optionally waits
+``max_queue_delay`` for companions, and merges every queued request of the same kind (same
+runner, same non-batch dims and datatypes, same outputs) along the first dimension, up to
+``max_batch_size`` rows; it runs the batch itself and hands each request its rows through the
+request's callback, on that thread. Under light load a request runs at once, alone; under
+heavy load batches form by themselves, which is how Triton's dynamic batcher behaves with a
+zero delay.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from ortkube.runtime.errors import ModelNotReady
 from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
 from ortkube.runtime.signature import DYNAMIC, ModelSignature
 
@@ -27,13 +32,17 @@ log = logging.getLogger("ortkube.runtime.batching")
 Route = Callable[[Mapping[str, Sequence[int]]], SessionRunner]
 
 
+# Called once per request, on a batch thread: its share of the run, or why it failed.
+Done = Callable[["BatchedResult | None", "BaseException | None"], None]
+
+
 @dataclass
 class _Pending:
     feeds: Feeds
     output_names: tuple[str, ...]
     runner: SessionRunner
     rows: int
-    future: asyncio.Future[BatchedResult]
+    done: Done
     enqueued: float = field(default_factory=time.perf_counter)
 
     def kind(self) -> tuple[Any, ...]:
@@ -77,8 +86,16 @@ def split_outputs(
     return [[parts[index] for parts in per_output] for index in range(len(rows))]
 
 
+def _tell(pending: _Pending, result: BatchedResult | None, error: BaseException | None) -> None:
+    """Hand a request its outcome; a failing callback is logged, the batch thread goes on."""
+    try:
+        pending.done(result, error)
+    except Exception:
+        log.exception("event=batch_callback_failed")
+
+
 class DynamicBatcher:
-    """Queues requests and runs them in merged batches on their runners."""
+    """Queues requests and runs them in merged batches on ``workers`` threads of its own."""
 
     def __init__(
         self, route: Route, workers: int, max_batch_size: int, max_queue_delay_s: float
@@ -86,29 +103,55 @@ class DynamicBatcher:
         self._route = route
         self._max_rows = max_batch_size
         self._delay = max_queue_delay_s
-        self._queue: list[_Pending] = []
-        self._arrived = asyncio.Condition()
-        self._tasks = [asyncio.create_task(self._work()) for _ in range(workers)]
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._arrived = threading.Condition()
+        self._closed = False
+        self._threads = [
+            threading.Thread(target=self._work, name=f"batch-{index}", daemon=True)
+            for index in range(workers)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def submit_nowait(
+        self, feeds: Feeds, output_names: Sequence[str], runner: SessionRunner, done: Done
+    ) -> None:
+        """Queue a request; ``done`` gets its rows of a (possibly shared) run, on a batch
+        thread."""
+        first = next(iter(feeds.values()))
+        pending = _Pending(feeds, tuple(output_names), runner, int(first.shape[0]), done)
+        with self._arrived:
+            if self._closed:
+                raise ModelNotReady("the server is shutting down")
+            self._queue.append(pending)
+            self._queued_rows += pending.rows
+            self._arrived.notify()
 
     async def submit(
         self, feeds: Feeds, output_names: Sequence[str], runner: SessionRunner
     ) -> BatchedResult:
-        """Queue a request and wait for its rows of a (possibly shared) run."""
-        first = next(iter(feeds.values()))
-        pending = _Pending(
-            feeds,
-            tuple(output_names),
-            runner,
-            int(first.shape[0]),
-            asyncio.get_running_loop().create_future(),
-        )
-        async with self._arrived:
-            self._queue.append(pending)
-            self._arrived.notify()
-        return await pending.future
+        """Queue a request from an event loop and await its rows."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[BatchedResult] = loop.create_future()
+
+        def settle(result: BatchedResult | None, error: BaseException | None) -> None:
+            if future.done():  # the caller went away
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                assert result is not None
+                future.set_result(result)
+
+        def done(result: BatchedResult | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, result, error)
+
+        self.submit_nowait(feeds, output_names, runner, done)
+        return await future
 
     def _take_batch(self) -> list[_Pending]:
-        head = self._queue.pop(0)
+        head = self._queue.popleft()
         batch, rows = [head], head.rows
         kind = head.kind()
         for candidate in list(self._queue):
@@ -124,54 +167,62 @@ class DynamicBatcher:
             self._queue.remove(candidate)
             batch.append(candidate)
             rows += candidate.rows
+        self._queued_rows -= rows
         return batch
 
-    async def _work(self) -> None:
-        while True:
-            async with self._arrived:
-                await self._arrived.wait_for(lambda: bool(self._queue))
-                if self._delay > 0 and self._queue[0].rows < self._max_rows:
-                    # Give companions a chance to arrive; a full batch does not wait.
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(
-                            self._arrived.wait_for(
-                                lambda: sum(p.rows for p in self._queue) >= self._max_rows
-                            ),
-                            self._delay,
-                        )
-                if not self._queue:
-                    continue
-                batch = self._take_batch()
-            await self._run(batch)
+    def _next_batch(self) -> list[_Pending] | None:
+        """Wait for work (and, with a delay, for companions); None once closed."""
+        with self._arrived:
+            while not self._queue and not self._closed:
+                self._arrived.wait()
+            if self._closed:
+                return None
+            if self._delay > 0 and self._queue[0].rows < self._max_rows:
+                # Give companions a chance to arrive; a full batch does not wait.
+                deadline = time.monotonic() + self._delay
+                while (
+                    not self._closed
+                    and self._queued_rows < self._max_rows
+                    and (left := deadline - time.monotonic()) > 0
+                ):
+                    self._arrived.wait(left)
+                if not self._queue or self._closed:
+                    return None if self._closed else []
+            return self._take_batch()
 
-    async def _run(self, batch: list[_Pending]) -> None:
+    def _work(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Pending]) -> None:
         head = batch[0]
+        started = time.perf_counter()
         try:
-            feeds = [p.feeds for p in batch]
-            result = await head.runner.run_built(lambda: merge_feeds(feeds), head.output_names)
+            feeds = merge_feeds([p.feeds for p in batch])
+            outputs = head.runner.run_sync(feeds, head.output_names)
         except Exception as error:
             for pending in batch:
-                if not pending.future.done():
-                    pending.future.set_exception(error)
+                _tell(pending, None, error)
             return
         finished = time.perf_counter()
         rows = [p.rows for p in batch]
-        parts = split_outputs(result.outputs, rows) if len(batch) > 1 else [result.outputs]
+        parts = split_outputs(outputs, rows) if len(batch) > 1 else [outputs]
         total = sum(rows)
         if len(batch) > 1:
             log.debug("event=batch_run requests=%d rows=%d", len(batch), total)
-        for index, (pending, outputs) in enumerate(zip(batch, parts, strict=True)):
-            if pending.future.done():  # the client went away
-                continue
+        for index, (pending, own) in enumerate(zip(batch, parts, strict=True)):
             # Queued = from arrival here until the shared run started.
-            queue_seconds = finished - result.compute_seconds - pending.enqueued
-            run = RunResult(outputs, queue_seconds, result.compute_seconds)
-            pending.future.set_result(BatchedResult(run, total, leader=index == 0))
+            run = RunResult(own, started - pending.enqueued, finished - started)
+            _tell(pending, BatchedResult(run, total, leader=index == 0), None)
 
-    async def close(self) -> None:
-        """Stop the workers (queued requests are cancelled)."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        for pending in self._queue:
-            pending.future.cancel()
+    def close(self) -> None:
+        """Stop the batch threads after their current run; queued requests fail (503)."""
+        with self._arrived:
+            self._closed = True
+            queued, self._queue = list(self._queue), deque()
+            self._arrived.notify_all()
+        for pending in queued:
+            _tell(pending, None, ModelNotReady("the server is shutting down"))
+        for thread in self._threads:
+            thread.join()

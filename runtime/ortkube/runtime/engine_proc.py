@@ -6,6 +6,11 @@ layouts over the front-end's shared-memory slots, read here as numpy views (no c
 outputs are copied once into this engine's own slots, lent to the front-end until it has
 written the response. A front-end that goes away gives back every slot it held.
 
+Each connection has one thread that receives its messages and runs an unbatched request
+itself (onnxruntime releases the GIL), so a request costs no hop between threads and no event
+loop callback; batched requests go to the batcher's threads, which answer from there. The
+event loop only accepts connections, loads the model and drains.
+
 Usage (started by the supervisor): ``python -m ortkube.runtime.engine_proc RUN_DIR INDEX``.
 """
 
@@ -15,14 +20,17 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
-from dataclasses import dataclass, field
+import threading
+import time
 from typing import Any
 
+from ortkube.runtime.batching import BatchedResult
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.contract import Phase
 from ortkube.runtime.errors import RuntimeServingError
-from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FramedProtocol, Message
+from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FrameSocket
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
@@ -44,16 +52,25 @@ log = logging.getLogger("ortkube.runtime.engine_proc")
 _BOARD_STATES = {Phase.READY: MemberState.READY, Phase.FAILED: MemberState.FAILED}
 
 
-@dataclass
 class _Connection:
-    """One front-end's connection: the output slots lent to it and its slots mapped here."""
+    """One front-end's connection: its socket, its slots mapped here and the output slots
+    lent to it (touched by its own thread and by batch threads)."""
 
-    protocol: FramedProtocol
-    lent: dict[str, Slot] = field(default_factory=dict)
-    mapped: set[str] = field(default_factory=set)
+    def __init__(self, sock: socket.socket) -> None:
+        self.channel = FrameSocket(sock)
+        self.attachments = Attachments()
+        self.lent: dict[str, Slot] = {}
+        self.lock = threading.Lock()
+        self.lost = False
+
+    def feeds(self, body: Any) -> Feeds:
+        """The request's inputs: views of the front-end's slot."""
+        slot_name, layout, _, forget, _ = body
+        self.attachments.forget(forget)
+        return read_tensors(self.attachments.get(slot_name), layout)
 
 
-def error_reply(error: Exception) -> tuple[int, str]:
+def error_reply(error: BaseException) -> tuple[int, str]:
     """The HTTP status and message a front-end answers for an engine-side failure."""
     if isinstance(error, RuntimeServingError):
         return error.http_status, str(error)
@@ -68,81 +85,115 @@ class EngineServer:
     def __init__(self, host: ModelHost, pool: SlotPool) -> None:
         self.host = host
         self.pool = pool
-        self.attachments = Attachments()
-        self.connections: dict[FramedProtocol, _Connection] = {}
-        self.tasks: set[asyncio.Task[None]] = set()
-        # Infer requests received and not yet answered.
-        self.infers = 0
+        self.connections: set[_Connection] = set()
+        # Infer requests received and not yet answered (drain waits for none).
+        self._infers = 0
+        self._idle = threading.Condition()
+        # Unbatched runs at once, across connections: the runner's concurrency once loaded.
+        self._runs: threading.BoundedSemaphore | None = None
         self._slots_gauge = host.metrics.shm_slots_in_use.labels(role="engine")
 
-    def protocol(self) -> FramedProtocol:
-        """A protocol for one new front-end connection."""
-        protocol = FramedProtocol(self._on_message, self._on_lost)
-        self.connections[protocol] = _Connection(protocol)
-        return protocol
+    @property
+    def infers(self) -> int:
+        """Infer requests in flight."""
+        return self._infers
 
-    def _on_message(self, protocol: FramedProtocol, message: Message) -> None:
+    def _count(self, delta: int) -> None:
+        with self._idle:
+            self._infers += delta
+            if not self._infers:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no infer request is in flight (True) or ``timeout`` passes."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._infers, timeout)
+
+    def serve_connection(self, sock: socket.socket) -> None:
+        """A new front-end connection, served on a thread of its own."""
+        connection = _Connection(sock)
+        self.connections.add(connection)
+        threading.Thread(
+            target=self._read, args=(connection,), name="engine-conn", daemon=True
+        ).start()
+
+    def _read(self, connection: _Connection) -> None:
+        try:
+            for message in connection.channel.messages():
+                self._on_message(connection, message)
+        except Exception:
+            log.exception("event=engine_connection_failed")
+        finally:
+            self._on_lost(connection)
+
+    def _on_message(self, connection: _Connection, message: tuple[str, int, Any]) -> None:
         kind, request_id, body = message
-        connection = self.connections[protocol]
         if kind == RELEASE:
             self._take_back(connection, body)
-            return
-        if kind == INFER:
+        elif kind == INFER:
             self._take_back(connection, body[4])
-            if self.infers == 0 and protocol.burst == 1 and self.host.runs_lone_requests_at_once:
-                # Alone: nothing in flight, nothing arrived with it. It runs on this loop
-                # at once (no task, no thread hop, no batcher glue); a long run delays only
-                # messages to this engine, whose loop answers no health checks.
-                self._infer_here(connection, request_id, body)
-                return
-            self.infers += 1
-            task = asyncio.ensure_future(self._infer(connection, request_id, body))
-            task.add_done_callback(self._infer_done)
+            self._count(1)
+            self._infer(connection, request_id, body)
         elif kind == STATUS:
-            protocol.send((OK, request_id, self.host.status_document()))
-            return
+            connection.channel.send((OK, request_id, self.host.status_document()))
         elif kind == DESCRIBE:
-            task = asyncio.ensure_future(self._describe(protocol, request_id))
+            try:
+                connection.channel.send((OK, request_id, self.host.describe()))
+            except Exception as error:
+                connection.channel.send((ERROR, request_id, error_reply(error)))
         else:
-            protocol.send((ERROR, request_id, (500, f"unknown message kind {kind!r}")))
-            return
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+            connection.channel.send((ERROR, request_id, (500, f"unknown message kind {kind!r}")))
 
-    async def _describe(self, protocol: FramedProtocol, request_id: int) -> None:
+    def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
+        """Run on this thread, or hand to the batcher (which answers from its thread)."""
+        output_names: list[str] = body[2]
         try:
-            protocol.send((OK, request_id, self.host.describe()))
-        except Exception as error:
-            protocol.send((ERROR, request_id, error_reply(error)))
+            feeds = connection.feeds(body)
+            batcher = self.host.batcher
+            if batcher is not None:
+                runner = self.host.route(feeds)
 
-    def _feeds(self, connection: _Connection, body: Any) -> Feeds:
-        """The request's inputs: views of the front-end's slot."""
-        slot_name, layout, _, forget, _ = body
-        self.attachments.forget(forget)
-        connection.mapped.difference_update(forget)
-        connection.mapped.add(slot_name)
-        return read_tensors(self.attachments.get(slot_name), layout)
+                def done(batched: BatchedResult | None, error: BaseException | None) -> None:
+                    self._batched(connection, request_id, output_names, batched, error)
 
-    def _infer_here(self, connection: _Connection, request_id: int, body: Any) -> None:
-        try:
-            result = self.host.execute_here(self._feeds(connection, body), body[2])
+                batcher.submit_nowait(feeds, output_names, runner, done)
+                return
+            result = self._run_here(feeds, output_names)
         except Exception as error:
             self._fail(connection, request_id, error)
+            self._count(-1)
             return
-        self._reply(connection, request_id, body[2], result, 1)
+        self._reply(connection, request_id, output_names, result, 1)
+        self._count(-1)
 
-    async def _infer(self, connection: _Connection, request_id: int, body: Any) -> None:
-        try:
-            result, executions = await self.host.execute(self._feeds(connection, body), body[2])
-        except Exception as error:
-            self._fail(connection, request_id, error)
-            return
-        self._reply(connection, request_id, body[2], result, executions)
+    def _run_here(self, feeds: Feeds, output_names: list[str]) -> RunResult:
+        if self._runs is None:
+            self.host.require_loaded()
+            self._runs = threading.BoundedSemaphore(self.host.concurrency)
+        arrived = time.perf_counter()
+        with self._runs:
+            started = time.perf_counter()
+            result = self.host.execute_here(feeds, output_names)
+        return RunResult(result.outputs, started - arrived, result.compute_seconds)
 
-    def _fail(self, connection: _Connection, request_id: int, error: Exception) -> None:
+    def _batched(
+        self,
+        connection: _Connection,
+        request_id: int,
+        output_names: list[str],
+        batched: BatchedResult | None,
+        error: BaseException | None,
+    ) -> None:
+        if batched is None:
+            self._fail(connection, request_id, error or RuntimeError("no result"))
+        else:
+            self._reply(connection, request_id, output_names, batched.run, int(batched.leader))
+        self._count(-1)
+
+    def _fail(self, connection: _Connection, request_id: int, error: BaseException) -> None:
         if error_reply(error)[0] >= 500:
-            log.exception("event=engine_infer_failed", exc_info=error)
-        connection.protocol.send((ERROR, request_id, error_reply(error)))
+            log.error("event=engine_infer_failed", exc_info=error)
+        connection.channel.send((ERROR, request_id, error_reply(error)))
 
     def _reply(
         self,
@@ -153,17 +204,26 @@ class EngineServer:
         executions: int,
     ) -> None:
         """Copy the outputs into a slot of this engine (the one copy out) and answer."""
-        if connection.protocol.closed.done():  # the front-end went away meanwhile
+        if connection.lost:  # the front-end went away meanwhile
             return
         try:
             named = list(zip(output_names, result.outputs, strict=True))
             slot = self.pool.acquire(RESPONSE_HEADER_ROOM + tensors_size(result.outputs))
-            out_layout = write_tensors(slot, named, start=RESPONSE_HEADER_ROOM, packed=True)
         except Exception as error:
             self._fail(connection, request_id, error)
             return
+        try:
+            out_layout = write_tensors(slot, named, start=RESPONSE_HEADER_ROOM, packed=True)
+        except Exception as error:
+            self.pool.release(slot)
+            self._fail(connection, request_id, error)
+            return
+        with connection.lock:
+            if connection.lost:
+                self.pool.release(slot)
+                return
+            connection.lent[slot.name] = slot
         self._slots_gauge.inc()
-        connection.lent[slot.name] = slot
         reply = (
             slot.name,
             out_layout,
@@ -172,28 +232,43 @@ class EngineServer:
             result.compute_seconds,
             self.pool.take_retired(),
         )
-        connection.protocol.send((OK, request_id, reply))
-
-    def _infer_done(self, task: asyncio.Task[None]) -> None:
-        self.infers -= 1
+        connection.channel.send((OK, request_id, reply))
 
     def _take_back(self, connection: _Connection, names: list[str]) -> None:
         """Output slots the front-end is done with return to the pool."""
-        for name in names:
-            slot = connection.lent.pop(name, None)
-            if slot is not None:
-                self._give_back(slot)
+        if not names:
+            return
+        with connection.lock:
+            slots = [slot for name in names if (slot := connection.lent.pop(name, None))]
+        for slot in slots:
+            self._give_back(slot)
 
     def _give_back(self, slot: Slot) -> None:
         self.pool.release(slot)
         self._slots_gauge.dec()
 
-    def _on_lost(self, protocol: FramedProtocol) -> None:
-        connection = self.connections.pop(protocol)
-        for slot in connection.lent.values():
+    def _on_lost(self, connection: _Connection) -> None:
+        with connection.lock:
+            connection.lost = True
+            lent, connection.lent = connection.lent, {}
+        for slot in lent.values():
             self._give_back(slot)
-        self.attachments.forget(connection.mapped)
-        log.info("event=frontend_disconnected slots_reclaimed=%d", len(connection.lent))
+        connection.channel.close()
+        self.connections.discard(connection)
+        log.info("event=frontend_disconnected slots_reclaimed=%d", len(lent))
+
+    def close(self) -> None:
+        """Close every connection (their threads end)."""
+        for connection in list(self.connections):
+            connection.channel.close()
+
+
+async def _accept(listener: socket.socket, engine: EngineServer) -> None:
+    """Accept front-end connections on the loop; each is served by a thread."""
+    loop = asyncio.get_running_loop()
+    while True:
+        sock, _ = await loop.sock_accept(listener)
+        engine.serve_connection(sock)
 
 
 async def serve_engine(plan: RunPlan, index: int) -> int:
@@ -211,19 +286,24 @@ async def serve_engine(plan: RunPlan, index: int) -> int:
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     path = plan.engine_socket(index)
-    server = await loop.create_unix_server(engine.protocol, str(path))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
     os.chmod(path, 0o600)
+    listener.listen(256)
+    listener.setblocking(False)
+    accepting = asyncio.create_task(_accept(listener, engine))
     log.info("event=engine_listening index=%d pid=%d socket=%s", index, os.getpid(), path)
     loading = asyncio.create_task(load_until_ready(host))
     await stop.wait()
-    log.info("event=engine_drain_start index=%d in_flight=%d", index, len(engine.tasks))
+    log.info("event=engine_drain_start index=%d in_flight=%d", index, engine.infers)
     host.start_draining()
     board.post("engine", index, MemberState.DRAINING)
     loading.cancel()
-    if engine.tasks:
-        await asyncio.wait(set(engine.tasks), timeout=config.server.shutdown_grace_s)
-    server.close()
+    await asyncio.to_thread(engine.wait_idle, config.server.shutdown_grace_s)
+    accepting.cancel()
+    listener.close()
     await host.stop_batching()
+    engine.close()
     await asyncio.to_thread(host.close)
     engine.pool.close()
     log.info("event=engine_drain_done index=%d", index)

@@ -4,15 +4,21 @@ A message is a small tuple (kind, request id, body) carrying only metadata: tens
 through shared-memory slots (``shm``), never through this channel. Frames are a 4-byte length
 and a pickle of the tuple; both ends are processes of one ``ortkube serve``, so the channel is
 trusted like the process itself (the socket file is mode 0600 in a private directory).
+
+Front-end workers speak it from their event loop (``FramedProtocol``); an engine from one
+blocking thread per connection (``FrameSocket``), which runs what arrives on that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import pickle
+import socket
 import struct
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 log = logging.getLogger("ortkube.runtime.ipc")
@@ -34,6 +40,66 @@ def encode_frame(message: Message) -> bytes:
     return _FRAME.pack(len(payload)) + payload
 
 
+def split_frames(buffer: bytearray) -> list[Message]:
+    """The whole frames at the start of ``buffer``, removed from it (a partial one stays)."""
+    start = 0
+    messages: list[Message] = []
+    while len(buffer) - start >= 4:
+        (length,) = _FRAME.unpack_from(buffer, start)
+        end = start + 4 + length
+        if len(buffer) < end:
+            break
+        messages.append(pickle.loads(buffer[start + 4 : end]))
+        start = end
+    if start:
+        del buffer[:start]
+    return messages
+
+
+class FrameSocket:
+    """One connected socket used from threads: a reader receives, any thread sends."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        sock.setblocking(True)
+        self.sock = sock
+        self._send_lock = threading.Lock()
+        self.closed = False
+
+    def messages(self) -> Iterator[Message]:
+        """Blocking: each message in order, until the peer closes (or this side does)."""
+        buffer = bytearray()
+        while True:
+            try:
+                data = self.sock.recv(1 << 16)
+            except OSError:
+                return
+            if not data:
+                return
+            buffer += data
+            yield from split_frames(buffer)
+
+    def send(self, message: Message) -> None:
+        """Send one message now; dropped with a log line once the peer is gone."""
+        frame = encode_frame(message)
+        with self._send_lock:
+            if self.closed:
+                log.debug("event=ipc_send_dropped kind=%s", message[0])
+                return
+            try:
+                self.sock.sendall(frame)
+            except OSError as error:
+                self.closed = True
+                log.debug("event=ipc_send_failed kind=%s reason=%r", message[0], str(error))
+
+    def close(self) -> None:
+        """Close; a thread blocked in ``messages`` sees the end."""
+        with self._send_lock:
+            self.closed = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+
 class FramedProtocol(asyncio.Protocol):
     """Splits the byte stream into messages and hands each to ``on_message`` in order."""
 
@@ -46,7 +112,6 @@ class FramedProtocol(asyncio.Protocol):
         self._on_lost = on_lost
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
-        self.burst = 0
         self.transport: asyncio.Transport | None = None
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -55,22 +120,8 @@ class FramedProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        messages: list[Message] = []
-        while len(buffer) - start >= 4:
-            (length,) = _FRAME.unpack_from(buffer, start)
-            end = start + 4 + length
-            if len(buffer) < end:
-                break
-            messages.append(pickle.loads(buffer[start + 4 : end]))
-            start = end
-        if start:
-            del buffer[:start]
-        # How many arrived together: the engine runs a lone one at once, a burst together.
-        self.burst = len(messages)
-        for message in messages:
+        self._buffer += data
+        for message in split_frames(self._buffer):
             self._on_message(self, message)
 
     def send(self, message: Message) -> None:

@@ -206,16 +206,16 @@ class ModelHost:
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
     @property
-    def runs_lone_requests_at_once(self) -> bool:
-        """False when a batching delay asks lone requests to wait for companions."""
-        return self.batcher is None or self.config.batching.max_queue_delay_ms == 0
+    def concurrency(self) -> int:
+        """Runs at once the loaded model's runners allow."""
+        return self.require_loaded().routes[0].runner.concurrency
 
     def execute_here(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
-        """Route and run on this thread at once: an engine process's loop when nothing else
-        is in flight (it answers no health checks), which saves the thread hop."""
-        return self._route(feeds).run_here(feeds, output_names)
+        """Route and run on the calling thread (an engine's connection thread)."""
+        return self.route(feeds).run_here(feeds, output_names)
 
-    def _route(self, feeds: Feeds) -> SessionRunner:
+    def route(self, feeds: Feeds) -> SessionRunner:
+        """The runner serving these inputs' shapes (InvalidRequest when none does)."""
         loaded = self.require_loaded()
         return route_request(
             self.config, loaded, {name: array.shape for name, array in feeds.items()}
@@ -224,7 +224,7 @@ class ModelHost:
     async def execute(self, feeds: Feeds, output_names: Sequence[str]) -> tuple[RunResult, int]:
         """Route validated inputs to their session and run them (batched when on); returns
         the run and the executions this request accounts for."""
-        runner = self._route(feeds)
+        runner = self.route(feeds)
         if self.batcher is None:
             return await runner.run(feeds, output_names), 1
         batched = await self.batcher.submit(feeds, output_names, runner)
@@ -295,7 +295,7 @@ class ModelHost:
     async def stop_batching(self) -> None:
         """Stop the batcher's workers (after in-flight requests have drained)."""
         if self.batcher is not None:
-            await self.batcher.close()
+            await asyncio.to_thread(self.batcher.close)
 
     def close(self) -> None:
         """Release the worker threads."""

@@ -113,7 +113,7 @@ def _error_response(message: str, status: int) -> web.Response:
     return web.Response(body=error_body(message), status=status, content_type="application/json")
 
 
-def is_input_error(error: Exception) -> bool:
+def is_input_error(error: BaseException) -> bool:
     return type(error).__module__.startswith("onnxruntime") and (
         type(error).__name__ in _INPUT_ERRORS
     )
