@@ -7,6 +7,7 @@ bad-request suites, which run on a two-worker server too (``conftest.TOPOLOGIES`
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -272,3 +273,61 @@ async def test_a_slow_reader_holds_its_output_slot_until_the_body_is_sent(
     assert len(await reader.readexactly(length)) > 4096 * WIDTH * 4
     writer.close()
     wait_until(lambda: engine_slots() == 0, what="the output slot back once sent")
+
+
+def _decode_binary_outputs(payload: bytes, header_length: int) -> dict[str, np.ndarray]:
+    header = json.loads(payload[:header_length])
+    arrays, offset = {}, header_length
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        dtype = {"FP32": np.float32, "BOOL": np.bool_}[output["datatype"]]
+        arrays[output["name"]] = np.frombuffer(payload[offset : offset + size], dtype).reshape(
+            output["shape"]
+        )
+        offset += size
+    return arrays
+
+
+async def test_large_binary_bodies_read_into_a_slot_answer_right_and_short_ones_fail_cleanly(
+    own_server: Any,
+) -> None:
+    """Bodies of 64 KiB and more are read straight into a worker's slot and the engine reads
+    the tensors where they lie: the answer is the in-process one; a body cut short leaves no
+    slot held and the server answering."""
+    server = own_server(onnx_models.two_in_two_out(), "two_io", server=TWO_WORKERS)
+    rows = 20_000  # a: 320 KB FP32, b: 640 KB INT64, one body
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((rows, 4)).astype(np.float32)
+    b = rng.integers(-3, 3, (rows, 4)).astype(np.int64)
+    body, headers = binary_infer_request({"a": a, "b": b})
+    url = f"{server.base_url}/v2/models/two_io/infer"
+    async with aiohttp.ClientSession() as session:
+        for _ in range(4):  # the slots are reused: the answers stay right
+            async with session.post(url, data=body, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                length = int(response.headers["Inference-Header-Content-Length"])
+                outputs = _decode_binary_outputs(await response.read(), length)
+            np.testing.assert_array_equal(outputs["sum"], a + b.astype(np.float32))
+            np.testing.assert_array_equal(outputs["mask"], a + b.astype(np.float32) > 0)
+    # Promise the whole body, send half, hang up.
+    head = (
+        f"POST /v2/models/two_io/infer HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        f"Inference-Header-Content-Length: {headers['Inference-Header-Content-Length']}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as cut:
+        cut.sendall(head + body[: len(body) // 2])
+        await asyncio.sleep(0.3)  # the worker holds a slot for the body meanwhile
+
+    def no_slot_held() -> bool:
+        text = server.get_text("/metrics")
+        held = metric(text, "ortkube_shm_slots_in_use", 'role="frontend"')
+        return held == 0 and metric(text, "ortkube_inference_pending_request_count") == 0
+
+    wait_until(no_slot_held, what="the cut body's slot back in its pool")
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, data=body, headers=headers) as response,
+    ):
+        assert response.status == 200
+    assert "internal_error" not in server.log()

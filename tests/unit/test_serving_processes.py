@@ -227,3 +227,21 @@ def test_gpu_engines_run_eight_at_once_unless_told(on_gpu: bool, asked: int, run
     engine = plan.engine_config(1)
     assert engine.server.max_concurrency == runs
     assert engine.cuda.device_id == 1
+
+
+def test_a_slot_knows_the_layout_of_arrays_that_lie_in_it(tmp_path: Path) -> None:
+    pool = SlotPool("ortkube-test-w3", tmp_path)
+    slot = pool.acquire(1000)
+    raw = np.frombuffer(slot.buffer, np.uint8)
+    # Unaligned, as binary tensors after a JSON header are.
+    a = raw[13 : 13 + 32].view(np.float32).reshape(2, 4)
+    b = raw[45 : 45 + 64].view(np.int64)
+    layout = slot.layout_of([("a", a), ("b", b)])
+    assert layout == [("a", "<f4", (2, 4), 13, 32), ("b", "<i8", (8,), 45, 64)]
+    a[:] = 3.5
+    assert read_tensors(slot, layout)["a"].tolist() == [[3.5] * 4] * 2
+    assert slot.layout_of([("x", np.zeros(4, np.float32))]) is None  # not in the slot
+    assert slot.layout_of([("s", np.array(["x"], dtype=object))]) is None
+    assert slot.layout_of([("t", raw[:64].view(np.float32).reshape(4, 4).T)]) is None
+    pool.release(slot)
+    pool.close()

@@ -27,7 +27,7 @@ from ortkube.runtime.grpc_service import start_grpc_server, stop_grpc_server
 from ortkube.runtime.ipc import DESCRIBE, INFER, STATUS
 from ortkube.runtime.metrics import RuntimeMetrics, bind_request_metrics, create_metrics, exposition
 from ortkube.runtime.model_host import InferOutcome
-from ortkube.runtime.protocol import InferRequest
+from ortkube.runtime.protocol import InferRequest, RequestBody
 from ortkube.runtime.run_plan import RunPlan, run_child
 from ortkube.runtime.runner import RunResult
 from ortkube.runtime.server import start_http
@@ -37,6 +37,7 @@ from ortkube.runtime.shm import (
     Attachments,
     Slot,
     SlotPool,
+    TensorLayout,
     read_tensors,
     tensors_size,
     write_tensors,
@@ -160,7 +161,8 @@ class FrontendBackend:
         # carries them, so header and tensors leave as one buffer.
         order = [o.name for o in wanted if o.binary] + [o.name for o in wanted if not o.binary]
         link = self._pick_link()
-        reply = await self._run_on_engine(link, list(request.inputs.items()), order)
+        slot, layout = self._inputs_in_slot(request)
+        reply = await self._run_on_engine(link, slot, layout, order)
         out_name, out_layout, executions, queue_s, compute_s, forget = reply
         self.attachments.forget(forget)
         out_slot = self.attachments.get(out_name)
@@ -174,16 +176,34 @@ class FrontendBackend:
             contiguous_body=lambda header, size: _body_in_slot(out_slot, header, size),
         )
 
-    async def _run_on_engine(
-        self, link: EngineLink, named: list[tuple[str, Any]], output_names: list[str]
-    ) -> Any:
-        """Copy the inputs into a slot, send their layout, and await the engine's reply."""
+    def body_buffer(self, nbytes: int) -> RequestBody:
+        """A slot to read a request body into: its binary inputs then go to the engine
+        from where they lie."""
+        slot = self._acquire(nbytes)
+        return RequestBody(slot.view(0, nbytes), slot, lambda: self._release(slot))
+
+    def _inputs_in_slot(self, request: InferRequest) -> tuple[Slot, list[TensorLayout]]:
+        """A slot holding the inputs, which this call now owns, and their layout: the body's
+        own slot when every input is a view of it, else a new one they are copied into."""
+        named = list(request.inputs.items())
+        lent = request.body
+        if lent is not None:
+            slot: Slot = lent.handle
+            found = slot.layout_of(named)
+            if found is not None:
+                lent.taken = True
+                return slot, found
         slot = self._acquire(tensors_size([array for _, array in named]))
         try:
-            layout = write_tensors(slot, named)
+            return slot, write_tensors(slot, named)
         except Exception:
             self._release(slot)
             raise
+
+    async def _run_on_engine(
+        self, link: EngineLink, slot: Slot, layout: list[TensorLayout], output_names: list[str]
+    ) -> Any:
+        """Send the inputs' layout over ``slot`` (given back here) and await the reply."""
         body = (slot.name, layout, output_names, self.pool.take_retired(), link.take_released())
         future = link.call(INFER, body)
         try:

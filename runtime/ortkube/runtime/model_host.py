@@ -26,7 +26,7 @@ from ortkube.runtime.metrics import (
     exposition,
     set_provider_info,
 )
-from ortkube.runtime.protocol import InferRequest, RequestedOutput
+from ortkube.runtime.protocol import InferRequest, RequestBody, RequestedOutput
 from ortkube.runtime.providers import GPU_PROVIDERS
 from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
 from ortkube.runtime.sessions import LoadedModel, create_sessions, route_request
@@ -204,6 +204,10 @@ class ModelHost:
             for output, array in zip(wanted, result.outputs, strict=True)
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
+
+    def body_buffer(self, nbytes: int) -> RequestBody | None:
+        """One process reads request bodies as bytes (they are views already)."""
+        return None
 
     @property
     def concurrency(self) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,19 @@ class RequestedOutput:
 
 
 @dataclass
+class RequestBody:
+    """A request body read straight into memory the backend lent (a front-end worker's
+    shared-memory slot), so its binary inputs are views of it: the one copy in. Released once,
+    by whoever holds it last (``taken`` once the backend holds it)."""
+
+    view: memoryview
+    # The backend's handle on the memory (its slot).
+    handle: Any
+    release: Callable[[], None]
+    taken: bool = False
+
+
+@dataclass
 class InferRequest:
     """A decoded inference request: input arrays by name and the outputs wanted."""
 
@@ -48,6 +62,8 @@ class InferRequest:
     outputs: list[RequestedOutput] | None = None
     binary_output_default: bool = False
     parameters: dict[str, Any] = field(default_factory=dict)
+    # The lent memory the binary inputs view, when the body was read into one.
+    body: RequestBody | None = None
 
 
 @dataclass(frozen=True)

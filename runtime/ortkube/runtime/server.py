@@ -24,13 +24,14 @@ from ortkube.runtime.model_host import InferOutcome
 from ortkube.runtime.protocol import (
     HEADER_LENGTH,
     InferRequest,
+    RequestBody,
     ResponseParts,
     encode_response_parts,
     error_body,
 )
 from ortkube.runtime.signature import ModelSignature
 from ortkube.runtime.stats import STATISTICS_KEY, add_statistics_routes, statistics_for
-from ortkube.runtime.v2_models import decode_content, decode_request
+from ortkube.runtime.v2_models import BodyTooLarge, decode_content, decode_request
 
 log = logging.getLogger("ortkube.runtime.server")
 
@@ -64,6 +65,10 @@ class ServingBackend(Protocol):
 
     async def infer(self, request: InferRequest) -> InferOutcome:
         """Validate and run one decoded request."""
+        ...
+
+    def body_buffer(self, nbytes: int) -> RequestBody | None:
+        """Memory to read a request body of ``nbytes`` into (None: read it as bytes)."""
         ...
 
     def metrics_text(self) -> bytes:
@@ -130,6 +135,10 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         if error.status < 400:
             raise
         return _error_response(error.text or error.reason, error.status)
+    except ConnectionError as error:
+        # The client hung up (mid-body, say): nobody reads this answer, and it is no fault here.
+        log.info("event=client_gone path=%s reason=%r", request.path, str(error))
+        return _error_response(f"the connection was lost: {error}", 400)
     except Exception as error:
         if is_input_error(error):
             return _error_response(f"onnxruntime rejected the input: {error}", 400)
@@ -243,13 +252,20 @@ async def infer(request: web.Request) -> web.StreamResponse:
     started = time.perf_counter()
     metrics.pending.inc()
     outcome: InferOutcome | None = None
+    lent: RequestBody | None = None
     try:
-        body = decode_content(
-            await request.read(),
-            request.headers.get("Content-Encoding"),
-            host.config.server.max_request_bytes,
-        )
-        decoded = decode_request(body, _header_length(request))
+        header_length = _header_length(request)
+        lent = await _read_into_lent(request, host, header_length)
+        if lent is not None:
+            decoded = decode_request(lent.view, header_length)
+            decoded.body = lent
+        else:
+            body = decode_content(
+                await request.read(),
+                request.headers.get("Content-Encoding"),
+                host.config.server.max_request_bytes,
+            )
+            decoded = decode_request(body, header_length)
         decoded_at = time.perf_counter()
         outcome = await host.infer(decoded)
         ran_at = time.perf_counter()
@@ -269,6 +285,8 @@ async def infer(request: web.Request) -> web.StreamResponse:
         raise
     finally:
         metrics.pending.dec()
+        if lent is not None and not lent.taken:
+            lent.release()
         if outcome is not None and outcome.release is not None:
             _release_when_sent(request, outcome.release)
     metrics.success.inc()
@@ -286,6 +304,43 @@ async def infer(request: web.Request) -> web.StreamResponse:
         done - ran_at,
     )
     return response
+
+
+async def _read_into_lent(
+    request: web.Request, host: ServingBackend, header_length: int | None
+) -> RequestBody | None:
+    """A body with binary tensors, of known length and not compressed, read chunk by chunk
+    straight into memory the backend lends (a front-end worker's shared-memory slot): its
+    tensors are then views of that memory, the one copy on the way in. None when the body
+    is read as bytes instead."""
+    length = request.content_length
+    coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    if header_length is None or length is None or length < IN_PLACE_MIN_BYTES:
+        return None
+    if coding not in ("", "identity"):
+        return None
+    limit = host.config.server.max_request_bytes
+    if length > limit:
+        raise BodyTooLarge(
+            f"the body is {length} bytes, more than {limit} (server.max_request_bytes)"
+        )
+    lent = host.body_buffer(length)
+    if lent is None:
+        return None
+    try:
+        offset = 0
+        async for chunk in request.content.iter_any():
+            end = offset + len(chunk)
+            if end > length:
+                raise InvalidRequest(f"the body is longer than its Content-Length {length}")
+            lent.view[offset:end] = chunk
+            offset = end
+        if offset != length:
+            raise InvalidRequest(f"the body ended after {offset} of {length} bytes")
+    except BaseException:
+        lent.release()
+        raise
+    return lent
 
 
 async def _respond(

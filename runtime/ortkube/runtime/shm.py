@@ -15,6 +15,7 @@ container) the slot is made in the temp dir instead, rather than faulting later 
 from __future__ import annotations
 
 import errno
+import functools
 import logging
 import mmap
 import os
@@ -84,6 +85,28 @@ class Slot:
     def view(self, offset: int, length: int) -> memoryview:
         """The bytes at ``offset``, without a copy."""
         return memoryview(self.buffer)[offset : offset + length]
+
+    @functools.cached_property
+    def address(self) -> int:
+        """Where the mapping starts in this process's memory."""
+        address: int = np.frombuffer(self.buffer, np.uint8).ctypes.data
+        return address
+
+    def layout_of(
+        self, named: Sequence[tuple[str, np.ndarray[Any, Any]]]
+    ) -> list[TensorLayout] | None:
+        """The layout of arrays that already lie in this slot (views of it, as tensors read
+        into it with their request body are), or None when one does not."""
+        layout: list[TensorLayout] = []
+        for name, array in named:
+            if array.dtype.kind in "OSU" or not array.flags.c_contiguous:
+                return None
+            offset = array.ctypes.data - self.address
+            if offset < 0 or offset + array.nbytes > self.size:
+                return None
+            shape = tuple(int(d) for d in array.shape)
+            layout.append((name, array.dtype.str, shape, offset, array.nbytes))
+        return layout
 
 
 def fallback_root() -> Path:

@@ -214,15 +214,15 @@ def parse_header(raw: bytes) -> InferenceRequestHeader:
         raise InvalidRequest(validation_message(error)) from None
 
 
-def split_body(body: bytes, header_length: int | None) -> tuple[bytes, memoryview]:
+def split_body(body: bytes | memoryview, header_length: int | None) -> tuple[bytes, memoryview]:
     """The JSON header's bytes and a view of the binary tensor data after it."""
     if header_length is None:
-        return body, memoryview(b"")
+        return bytes(body), memoryview(b"")
     if header_length < 0 or header_length > len(body):
         raise InvalidRequest(
             f"{HEADER_LENGTH} is {header_length} but the body is {len(body)} bytes"
         )
-    return body[:header_length], memoryview(body)[header_length:]
+    return bytes(body[:header_length]), memoryview(body)[header_length:]
 
 
 def _requested_outputs(
@@ -242,7 +242,7 @@ def _requested_outputs(
     return wanted
 
 
-def decode_request(body: bytes, header_length: int | None) -> InferRequest:
+def decode_request(body: bytes | memoryview, header_length: int | None) -> InferRequest:
     """Decode an infer request body (JSON, or a JSON header plus binary tensor data)."""
     raw_header, binary = split_body(body, header_length)
     header = parse_header(raw_header)
