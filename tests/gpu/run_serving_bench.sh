@@ -9,10 +9,11 @@
 #           over gRPC too when ghz is staged; BREAKDOWN=0 skips the latency breakdown
 #   suite   the CUDA-path tests: tests/gpu and the runtime's multi-process tests
 #   runtime all of tests/runtime on the CUDA EP
+#   profile where a loaded server's time goes, per config variant (bench/serve_profile.py)
 # Run final, suite and runtime from the new tree (cd /tmp/new) after staging from the checkout.
 # Logs go to $OUT (at most 8 files come back: the bulk travels as one logs.tgz).
 set -uo pipefail
-mode=${1:?stage, early, final, suite or runtime}
+mode=${1:?stage, early, final, suite, runtime or profile}
 OUT=${OUT:-/tmp/out}
 LOGS=/tmp/serving-logs
 mkdir -p "$OUT" "$LOGS" /tmp/ortgpu
@@ -76,5 +77,21 @@ runtime)
   python3 -c "import kserve" 2>/dev/null || skip=(--ignore=tests/runtime/test_kserve_client.py)
   timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 120 \
     "${skip[@]}" tests/runtime 2>&1 | tee "$OUT/runtime-suite.log" | tail -15
+  ;;
+profile)
+  python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
+  mlp=(--variant 'default={}' --variant 'intra1={"server":{"intra_op_threads":1}}'
+       --variant 'workers12={"server":{"workers":12,"intra_op_threads":1}}'
+       --variant 'runs16={"server":{"max_concurrency":16,"intra_op_threads":1}}'
+       --variant 'instances2={"server":{"instances":2,"intra_op_threads":1}}')
+  bert=(--variant 'default={"batching":{"enabled":true,"max_batch_size":64,"max_queue_delay_ms":0}}'
+        --variant 'runs2={"batching":{"enabled":true,"max_batch_size":64,"max_queue_delay_ms":0},"server":{"max_concurrency":2}}'
+        --variant 'runs4i1={"batching":{"enabled":true,"max_batch_size":64,"max_queue_delay_ms":0},"server":{"max_concurrency":4,"intra_op_threads":1}}')
+  timeout 200 python3 bench/serve_profile.py --hey /tmp/hey --model-dir /tmp/models \
+    --scenario mlp --logs "$LOGS" --out "$OUT/profile-mlp.md" "${mlp[@]}" > "$LOGS/profile-mlp.log" 2>&1
+  timeout 150 python3 bench/serve_profile.py --hey /tmp/hey --model-dir /tmp/models \
+    --scenario bert-batch --logs "$LOGS" --out "$OUT/profile-bert-batch.md" "${bert[@]}" \
+    > "$LOGS/profile-bert.log" 2>&1
+  grep -h "^## \|answers/s\|CPU %" "$OUT"/profile-*.md
   ;;
 esac
