@@ -34,6 +34,7 @@ from ortkube.runtime.server import start_http
 from ortkube.runtime.shapes import check_inputs, select_outputs
 from ortkube.runtime.shm import (
     RESPONSE_HEADER_ROOM,
+    SLOT_ALIGN,
     Attachments,
     Slot,
     SlotPool,
@@ -176,11 +177,13 @@ class FrontendBackend:
             contiguous_body=lambda header, size: _body_in_slot(out_slot, header, size),
         )
 
-    def body_buffer(self, nbytes: int) -> RequestBody:
+    def body_buffer(self, nbytes: int, header_length: int) -> RequestBody:
         """A slot to read a request body into: its binary inputs then go to the engine
-        from where they lie."""
-        slot = self._acquire(nbytes)
-        return RequestBody(slot.view(0, nbytes), slot, lambda: self._release(slot))
+        from where they lie. The body starts where its binary part falls on a cache line:
+        onnxruntime copies an input that is not aligned for its type before using it."""
+        start = -header_length % SLOT_ALIGN
+        slot = self._acquire(start + nbytes)
+        return RequestBody(slot.view(start, nbytes), slot, lambda: self._release(slot))
 
     def _inputs_in_slot(self, request: InferRequest) -> tuple[Slot, list[TensorLayout]]:
         """A slot holding the inputs, which this call now owns, and their layout: the body's

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,9 @@ from ortkube.runtime.topology import default_max_batch
 from ortkube.runtime.warmup import warmup_feeds, warmup_is_guessed
 
 log = logging.getLogger("ortkube.runtime.model")
+
+# Distinct input shapes whose runner is remembered (all forgotten when full).
+_ROUTES_REMEMBERED = 4096
 
 
 @dataclass
@@ -76,6 +79,7 @@ class ModelHost:
     on_phase: Callable[[Phase], None] | None = None
     # Why a warm-up on shapes guessed from metadata failed (the model serves anyway).
     warmup_failure: str | None = None
+    _routes: dict[tuple[Any, ...], SessionRunner] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.request_metrics = bind_request_metrics(
@@ -205,7 +209,7 @@ class ModelHost:
         ]
         return InferOutcome(outputs, result, _batch_size(request), executions)
 
-    def body_buffer(self, nbytes: int) -> RequestBody | None:
+    def body_buffer(self, nbytes: int, header_length: int) -> RequestBody | None:
         """One process reads request bodies as bytes (they are views already)."""
         return None
 
@@ -220,10 +224,21 @@ class ModelHost:
 
     def route(self, feeds: Feeds) -> SessionRunner:
         """The runner serving these inputs' shapes (InvalidRequest when none does)."""
-        loaded = self.require_loaded()
-        return route_request(
-            self.config, loaded, {name: array.shape for name, array in feeds.items()}
-        )
+        self.require_loaded()
+        return self.route_shapes({name: array.shape for name, array in feeds.items()})
+
+    def route_shapes(self, shapes: Mapping[str, Sequence[int]]) -> SessionRunner:
+        """The runner for ``shapes``, remembered: requests repeat a few shapes, and routing
+        walks every profile's ranges in Python (an engine holds the GIL for it)."""
+        key = tuple((name, tuple(shape)) for name, shape in shapes.items())
+        runner = self._routes.get(key)
+        if runner is None:
+            assert self.loaded is not None
+            runner = route_request(self.config, self.loaded, shapes)
+            if len(self._routes) >= _ROUTES_REMEMBERED:
+                self._routes.clear()
+            self._routes[key] = runner
+        return runner
 
     async def execute(self, feeds: Feeds, output_names: Sequence[str]) -> tuple[RunResult, int]:
         """Route validated inputs to their session and run them (batched when on); returns
@@ -251,7 +266,7 @@ class ModelHost:
             return
         max_rows = batching.max_batch_size or default_max_batch(self.config.profiles, on_gpu)
         self.batcher = DynamicBatcher(
-            lambda shapes: route_request(self.config, loaded, shapes),
+            self.route_shapes,
             # Every runner thread takes batches from the one queue (Triton's instances
             # behind one batcher): on a GPU concurrency paid more than bigger batches.
             workers=loaded.routes[0].runner.concurrency,

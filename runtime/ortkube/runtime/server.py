@@ -67,8 +67,9 @@ class ServingBackend(Protocol):
         """Validate and run one decoded request."""
         ...
 
-    def body_buffer(self, nbytes: int) -> RequestBody | None:
-        """Memory to read a request body of ``nbytes`` into (None: read it as bytes)."""
+    def body_buffer(self, nbytes: int, header_length: int) -> RequestBody | None:
+        """Memory to read a request body of ``nbytes`` (a JSON header of ``header_length``,
+        then binary tensors) into; None: read it as bytes."""
         ...
 
     def metrics_text(self) -> bytes:
@@ -324,7 +325,7 @@ async def _read_into_lent(
         raise BodyTooLarge(
             f"the body is {length} bytes, more than {limit} (server.max_request_bytes)"
         )
-    lent = host.body_buffer(length)
+    lent = host.body_buffer(length, header_length)
     if lent is None:
         return None
     try:

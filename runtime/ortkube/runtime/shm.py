@@ -32,7 +32,7 @@ from ortkube.runtime.datatypes import BYTES_LENGTH, bytes_to_binary
 
 log = logging.getLogger("ortkube.runtime.shm")
 
-_ALIGN = 64
+SLOT_ALIGN = 64
 _MIN_SLOT = 64 << 10
 # Idle slots kept per size class; more are unlinked when returned. As many as a busy server
 # has in flight (64 clients hold 64 slots each side), else every burst creates and unlinks
@@ -71,7 +71,7 @@ def size_class(nbytes: int) -> int:
 
 def aligned(offset: int) -> int:
     """``offset`` rounded up to the slot alignment (64 bytes, a cache line)."""
-    return (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+    return (offset + SLOT_ALIGN - 1) // SLOT_ALIGN * SLOT_ALIGN
 
 
 @dataclass
@@ -256,12 +256,6 @@ def slot_roots() -> list[Path]:
     return [shm_root(), fallback_root()]
 
 
-def _as_bytes(array: np.ndarray[Any, Any]) -> tuple[str, bytes | memoryview]:
-    if array.dtype.kind in "OSU":
-        return BYTES, bytes_to_binary(array)
-    return array.dtype.str, np.ascontiguousarray(array).data.cast("B")
-
-
 def tensors_size(arrays: Sequence[np.ndarray[Any, Any]]) -> int:
     """Bytes a slot needs for ``arrays`` (strings estimated from their UTF-8 length)."""
     total = 0
@@ -286,14 +280,28 @@ def write_tensors(
     layout: list[TensorLayout] = []
     offset = start
     for name, array in named:
-        dtype, blob = _as_bytes(array)
-        length = len(blob)
-        if offset + length > slot.size:
-            raise ValueError(f"slot {slot.name} of {slot.size} bytes cannot hold '{name}'")
-        slot.buffer[offset : offset + length] = blob
-        layout.append((name, dtype, tuple(int(d) for d in array.shape), offset, length))
+        shape = tuple(int(d) for d in array.shape)
+        if array.dtype.kind in "OSU":
+            blob = bytes_to_binary(array)
+            length = len(blob)
+            _check_room(slot, name, offset, length)
+            slot.buffer[offset : offset + length] = blob
+            layout.append((name, BYTES, shape, offset, length))
+        else:
+            length = array.nbytes
+            _check_room(slot, name, offset, length)
+            target = np.frombuffer(slot.buffer, array.dtype, array.size, offset)
+            # numpy copies without the GIL (a memoryview slice assignment holds it): an
+            # engine's threads write their outputs side by side.
+            np.copyto(target.reshape(shape), array)
+            layout.append((name, array.dtype.str, shape, offset, length))
         offset = offset + length if packed else aligned(offset + length)
     return layout
+
+
+def _check_room(slot: Slot, name: str, offset: int, length: int) -> None:
+    if offset + length > slot.size:
+        raise ValueError(f"slot {slot.name} of {slot.size} bytes cannot hold '{name}'")
 
 
 def _strings(chunk: memoryview, shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
