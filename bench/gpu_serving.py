@@ -371,7 +371,7 @@ def parse_configs(specs: list[str]) -> dict[tuple[str, str], Any]:
     for spec in specs:
         key, _, fields = spec.partition("=")
         label, _, scenario = key.partition(":")
-        configs[(label, scenario)] = json.loads(fields)
+        configs[(label, scenario)] = fields if fields == "skip" else json.loads(fields)
     return configs
 
 
