@@ -42,6 +42,10 @@ _IDLE_PER_CLASS = 256
 _IDLE_MAX_BYTES = 256 << 20
 # Above this, sizes grow in steps of it rather than doubling (a 4.8 MB tensor takes 5 MiB).
 _SIZE_STEP = 1 << 20
+# From this size an output is copied into its slot without the GIL. Below it, giving the GIL
+# up and taking it back costs more than the copy: with an engine's threads contending, the
+# H200 served batched 196 KiB outputs 40% slower that way (5,190 -> 3,147 req/s).
+_COPY_WITHOUT_GIL_BYTES = 1 << 20
 # Output slots leave this much room before the tensors: the front-end writes the response's
 # JSON header there, so header and tensors go to the socket as one buffer.
 RESPONSE_HEADER_ROOM = 4096
@@ -290,10 +294,14 @@ def write_tensors(
         else:
             length = array.nbytes
             _check_room(slot, name, offset, length)
-            target = np.frombuffer(slot.buffer, array.dtype, array.size, offset)
-            # numpy copies without the GIL (a memoryview slice assignment holds it): an
-            # engine's threads write their outputs side by side.
-            np.copyto(target.reshape(shape), array)
+            if length >= _COPY_WITHOUT_GIL_BYTES:
+                # numpy copies without the GIL (a slice assignment holds it): an engine's
+                # threads write large outputs side by side.
+                target = np.frombuffer(slot.buffer, array.dtype, array.size, offset)
+                np.copyto(target.reshape(shape), array)
+            else:
+                blob = np.ascontiguousarray(array).data.cast("B")
+                slot.buffer[offset : offset + length] = blob
             layout.append((name, array.dtype.str, shape, offset, length))
         offset = offset + length if packed else aligned(offset + length)
     return layout
