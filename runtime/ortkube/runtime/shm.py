@@ -300,8 +300,8 @@ def write_tensors(
                 target = np.frombuffer(slot.buffer, array.dtype, array.size, offset)
                 np.copyto(target.reshape(shape), array)
             else:
-                blob = np.ascontiguousarray(array).data.cast("B")
-                slot.buffer[offset : offset + length] = blob
+                data = np.ascontiguousarray(array).data.cast("B")
+                slot.buffer[offset : offset + length] = data
             layout.append((name, array.dtype.str, shape, offset, length))
         offset = offset + length if packed else aligned(offset + length)
     return layout
