@@ -88,6 +88,21 @@ def two_in_two_out() -> onnx.ModelProto:
     return _model(graph)
 
 
+def nonzero() -> onnx.ModelProto:
+    """``idx = NonZero(x)`` for FP32 ``x`` [n]: the output's shape ([1, count]) depends on
+    the data, not only on the input's shape; plus ``relu`` = Relu(x) [n]."""
+    graph = helper.make_graph(
+        [helper.make_node("NonZero", ["x"], ["idx"]), helper.make_node("Relu", ["x"], ["relu"])],
+        "nonzero",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+        [
+            helper.make_tensor_value_info("idx", TensorProto.INT64, [1, "count"]),
+            helper.make_tensor_value_info("relu", TensorProto.FLOAT, ["n"]),
+        ],
+    )
+    return _model(graph)
+
+
 def identity(elem_type: int, shape: list[int | str]) -> onnx.ModelProto:
     """``y = x`` for one element type: exercises every datatype's codec end to end."""
     graph = helper.make_graph(

@@ -10,10 +10,12 @@
 #   suite   the CUDA-path tests: tests/gpu and the runtime's multi-process tests
 #   runtime all of tests/runtime on the CUDA EP
 #   profile where a loaded server's time goes, per config variant (bench/serve_profile.py)
+#   ab      the staged tree (/tmp/new, its COMMIT) against this one: the MLP and the BERT-like
+#           model without batching, 16 and 64 clients (a quick A/B of one change)
 # Run final, suite and runtime from the new tree (cd /tmp/new) after staging from the checkout.
 # Logs go to $OUT (at most 8 files come back: the bulk travels as one logs.tgz).
 set -uo pipefail
-mode=${1:?stage, early, final, suite, runtime or profile}
+mode=${1:?stage, early, final, suite, runtime, profile or ab}
 OUT=${OUT:-/tmp/out}
 LOGS=/tmp/serving-logs
 mkdir -p "$OUT" "$LOGS" /tmp/ortgpu
@@ -77,6 +79,14 @@ runtime)
   python3 -c "import kserve" 2>/dev/null || skip=(--ignore=tests/runtime/test_kserve_client.py)
   timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 120 \
     "${skip[@]}" tests/runtime 2>&1 | tee "$OUT/runtime-suite.log" | tail -15
+  ;;
+ab)
+  nobatch='{"batching":{"enabled":false}}'
+  timeout "${BENCH_TIMEOUT:-200}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
+    --server "prev=/tmp/new@$(cat /tmp/new/COMMIT)" --server "this=.@${COMMIT:-working tree}" \
+    --scenarios mlp,bert --clients 16,64 --inprocess-seconds 1.5 \
+    --config "prev:bert=$nobatch" --config "this:bert=$nobatch" --target-label this \
+    --out "$OUT/ab.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
   ;;
 profile)
   python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1

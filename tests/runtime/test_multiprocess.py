@@ -331,3 +331,26 @@ async def test_large_binary_bodies_read_into_a_slot_answer_right_and_short_ones_
     ):
         assert response.status == 200
     assert "internal_error" not in server.log()
+
+
+def test_outputs_written_into_the_engine_slot_follow_a_data_dependent_shape(
+    own_server: Any,
+) -> None:
+    """After one run of a shape, onnxruntime writes the outputs straight into the engine's
+    slot, sized from that run; an output whose shape depends on the data (NonZero) then comes
+    out another size: the engine runs it again plainly, answers right, and stops binding."""
+    server = own_server(onnx_models.nonzero(), "nz", server=TWO_WORKERS)
+    cases = [[1, 0, 2, 0], [1, 0, 2, 0], [3, 1, 2, 0], [0, 0, 0, 5], [3, 1, 2, 0]]
+    for values in cases:
+        status, document = server.post_json(
+            "/v2/models/nz/infer",
+            {"inputs": [{"name": "x", "datatype": "FP32", "shape": [4], "data": values}]},
+        )
+        assert status == 200, document
+        outputs = {output["name"]: output for output in document["outputs"]}
+        nonzero = [index for index, value in enumerate(values) if value]
+        assert outputs["idx"]["shape"] == [1, len(nonzero)]
+        assert outputs["idx"]["data"] == nonzero
+        assert outputs["relu"]["data"] == [float(v) for v in values]
+    assert "event=output_binding_off" in server.log()
+    assert "internal_error" not in server.log()

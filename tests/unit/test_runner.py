@@ -54,3 +54,38 @@ def test_large_requests_bypass_io_binding() -> None:
     outputs = runner.run_sync({"x": np.ones((8, 4), np.float32)}, ["y"])
     runner.close()
     assert outputs[0].shape == (8, 3)
+
+
+def test_outputs_of_a_shape_seen_before_are_written_into_the_callers_arrays() -> None:
+    mlp = session(onnx_models.sample_model())
+    runner = SessionRunner(mlp, concurrency=1)
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    feeds = {"x": x}
+    assert runner.output_plan(feeds, ["y"]) is None  # no run of this shape yet
+    (expected,) = runner.run_sync(feeds, ["y"])
+    runner.remember_outputs(feeds, ["y"], [expected])
+    plan = runner.output_plan(feeds, ["y"])
+    assert plan == ((expected.dtype, expected.shape, expected.size),)
+    assert runner.output_plan({"x": x[:2]}, ["y"]) is None  # another shape: not known
+    memory = np.full(expected.size + 8, np.nan, np.float32)
+    target = memory[3 : 3 + expected.size].reshape(expected.shape)  # someone else's memory
+    assert runner.run_into(feeds, ["y"], [target])
+    np.testing.assert_array_equal(target, expected)
+    assert np.isnan(memory[:3]).all() and np.isnan(memory[3 + expected.size :]).all()
+    runner.close()
+
+
+def test_a_data_dependent_output_shape_turns_output_binding_off() -> None:
+    nonzero = session(onnx_models.nonzero())
+    runner = SessionRunner(nonzero, concurrency=1)
+    first = {"x": np.array([1, 0, 2, 0], np.float32)}
+    outputs = runner.run_sync(first, ["idx", "relu"])
+    runner.remember_outputs(first, ["idx", "relu"], outputs)
+    second = {"x": np.array([1, 1, 2, 0], np.float32)}  # same shape, three non-zeros
+    plan = runner.output_plan(second, ["idx", "relu"])
+    assert plan is not None
+    arrays = [np.empty(shape, dtype) for dtype, shape, _ in plan]
+    assert runner.run_into(second, ["idx", "relu"], arrays) is False
+    assert not runner.binds_outputs
+    assert runner.output_plan(first, ["idx", "relu"]) is None
+    runner.close()

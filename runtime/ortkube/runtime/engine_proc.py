@@ -26,6 +26,8 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from ortkube.runtime.batching import BatchedResult
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.contract import Phase
@@ -42,6 +44,7 @@ from ortkube.runtime.shm import (
     Attachments,
     Slot,
     SlotPool,
+    TensorLayout,
     read_tensors,
     tensors_size,
     write_tensors,
@@ -158,6 +161,9 @@ class EngineServer:
 
                 batcher.submit_nowait(feeds, output_names, runner, done)
                 return
+            if self._run_into_slot(connection, request_id, feeds, output_names):
+                self._count(-1)
+                return
             result = self._run_here(feeds, output_names)
         except Exception as error:
             self._fail(connection, request_id, error)
@@ -166,15 +172,59 @@ class EngineServer:
         self._reply(connection, request_id, output_names, result, 1)
         self._count(-1)
 
-    def _run_here(self, feeds: Feeds, output_names: list[str]) -> RunResult:
+    def _run_slots(self) -> threading.BoundedSemaphore:
         if self._runs is None:
             self.host.require_loaded()
             self._runs = threading.BoundedSemaphore(self.host.concurrency)
+        return self._runs
+
+    def _run_here(self, feeds: Feeds, output_names: list[str]) -> RunResult:
+        """A plain run; its output shapes are remembered for ``_run_into_slot``."""
+        runner = self.host.route(feeds)
         arrived = time.perf_counter()
-        with self._runs:
+        with self._run_slots():
             started = time.perf_counter()
-            result = self.host.execute_here(feeds, output_names)
+            result = runner.run_here(feeds, output_names)
+        runner.remember_outputs(feeds, output_names, result.outputs)
         return RunResult(result.outputs, started - arrived, result.compute_seconds)
+
+    def _run_into_slot(
+        self, connection: _Connection, request_id: int, feeds: Feeds, output_names: list[str]
+    ) -> bool:
+        """Where these inputs' output shapes are known: onnxruntime writes the outputs
+        straight into a slot of this engine, which is lent as the answer (no copy here, and
+        on a GPU the copy back runs without the GIL). False: run it plainly instead."""
+        runner = self.host.route(feeds)
+        plan = runner.output_plan(feeds, output_names)
+        if plan is None:
+            return False
+        offsets, offset = [], RESPONSE_HEADER_ROOM
+        for dtype, _, count in plan:
+            offsets.append(offset)
+            offset += dtype.itemsize * count
+        slot = self.pool.acquire(offset)
+        views = [
+            np.frombuffer(slot.buffer, dtype, count, start).reshape(shape)
+            for (dtype, shape, count), start in zip(plan, offsets, strict=True)
+        ]
+        arrived = time.perf_counter()
+        try:
+            with self._run_slots():
+                started = time.perf_counter()
+                done = runner.run_into(feeds, output_names, views)
+        except BaseException:
+            self.pool.release(slot)
+            raise
+        if not done:
+            self.pool.release(slot)
+            return False
+        finished = time.perf_counter()
+        layout = [
+            (name, dtype.str, shape, start, dtype.itemsize * count)
+            for name, (dtype, shape, count), start in zip(output_names, plan, offsets, strict=True)
+        ]
+        self._lend(connection, request_id, slot, layout, 1, started - arrived, finished - started)
+        return True
 
     def _batched(
         self,
@@ -218,20 +268,35 @@ class EngineServer:
             self.pool.release(slot)
             self._fail(connection, request_id, error)
             return
+        self._lend(
+            connection,
+            request_id,
+            slot,
+            out_layout,
+            executions,
+            result.queue_seconds,
+            result.compute_seconds,
+        )
+
+    def _lend(
+        self,
+        connection: _Connection,
+        request_id: int,
+        slot: Slot,
+        layout: list[TensorLayout],
+        executions: int,
+        queue_seconds: float,
+        compute_seconds: float,
+    ) -> None:
+        """Lend the output slot to the front-end and answer with its layout."""
         with connection.lock:
             if connection.lost:
                 self.pool.release(slot)
                 return
             connection.lent[slot.name] = slot
         self._slots_gauge.inc()
-        reply = (
-            slot.name,
-            out_layout,
-            executions,
-            result.queue_seconds,
-            result.compute_seconds,
-            self.pool.take_retired(),
-        )
+        retired = self.pool.take_retired()
+        reply = (slot.name, layout, executions, queue_seconds, compute_seconds, retired)
         connection.channel.send((OK, request_id, reply))
 
     def _take_back(self, connection: _Connection, names: list[str]) -> None:

@@ -7,6 +7,7 @@ inference runs. On a GPU provider the runner can bind inputs and outputs through
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +19,20 @@ import numpy as np
 import onnxruntime as ort
 
 Feeds = dict[str, np.ndarray[Any, Any]]
+# Each output's dtype, shape and element count, in the order asked for.
+OutputPlan = tuple[tuple[np.dtype[Any], tuple[int, ...], int], ...]
+
+log = logging.getLogger("ortkube.runtime.runner")
+
+# Distinct input shapes whose output shapes are remembered (all forgotten when full).
+_OUTPUT_SHAPES_REMEMBERED = 4096
+
+
+def _shape_key(feeds: Feeds, output_names: Sequence[str]) -> tuple[Any, ...]:
+    return (
+        tuple((name, array.shape, array.dtype.str) for name, array in feeds.items()),
+        tuple(output_names),
+    )
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,54 @@ class SessionRunner:
         self._io_binding_device = None if uses_strings(session) else io_binding_device
         self._io_binding_max_bytes = io_binding_max_bytes
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="ort-run")
+        # Outputs of a shape seen before can be written by onnxruntime straight into the
+        # caller's memory (``run_into``); off once an output's shape turned out to depend on
+        # the data, and for string tensors.
+        self.binds_outputs = not uses_strings(session)
+        self._output_shapes: dict[tuple[Any, ...], OutputPlan] = {}
+
+    def output_plan(self, feeds: Feeds, output_names: Sequence[str]) -> OutputPlan | None:
+        """The outputs' dtypes and shapes for these inputs' shapes, if a run showed them."""
+        if not self.binds_outputs:
+            return None
+        return self._output_shapes.get(_shape_key(feeds, output_names))
+
+    def remember_outputs(
+        self, feeds: Feeds, output_names: Sequence[str], outputs: Sequence[np.ndarray[Any, Any]]
+    ) -> None:
+        """Note what a plain run produced, for ``run_into`` next time."""
+        if not self.binds_outputs or any(array.dtype.kind in "OSU" for array in outputs):
+            return
+        if len(self._output_shapes) >= _OUTPUT_SHAPES_REMEMBERED:
+            self._output_shapes.clear()
+        plan = tuple((array.dtype, tuple(array.shape), array.size) for array in outputs)
+        self._output_shapes[_shape_key(feeds, output_names)] = plan
+
+    def run_into(
+        self,
+        feeds: Feeds,
+        output_names: Sequence[str],
+        outputs: Sequence[np.ndarray[Any, Any]],
+    ) -> bool:
+        """Run with onnxruntime writing each output into the given array (IOBinding to host
+        memory: on a GPU the copy back happens inside the run, without the GIL). False when
+        an output came out another shape: binding is then off for this session and the
+        caller runs it again plainly."""
+        binding = self.session.io_binding()
+        for name, array in feeds.items():
+            binding.bind_cpu_input(name, array)
+        for name, array in zip(output_names, outputs, strict=True):
+            binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(array))
+        try:
+            self.session.run_with_iobinding(binding)
+        except Exception as error:
+            if "pre-allocated" not in str(error):
+                raise
+            self.binds_outputs = False
+            self._output_shapes.clear()
+            log.warning("event=output_binding_off reason=%r", str(error).splitlines()[0][:300])
+            return False
+        return True
 
     def run_sync(self, feeds: Feeds, output_names: Sequence[str]) -> list[np.ndarray[Any, Any]]:
         """Run in the calling thread (warm-up, tests)."""
@@ -132,6 +195,7 @@ class CudaGraphRunner(SessionRunner):
         device: tuple[str, int],
     ) -> None:
         super().__init__(session, concurrency=1)
+        self.binds_outputs = False  # a graph replays into its own fixed buffers
         device_type, device_id = device
         self.shapes = {name: tuple(array.shape) for name, array in reference_feeds.items()}
         self._inputs = {
