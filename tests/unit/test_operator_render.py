@@ -208,6 +208,15 @@ def test_engine_cache_volume(engine_cache: dict[str, Any], volume: dict[str, Any
     assert volumes["engine-cache"] == {"name": "engine-cache", **volume}
     assert re.fullmatch(r"resnet-config-[0-9a-f]{10}", volumes["config"]["configMap"]["name"])
     assert volumes["model-cache"] == {"name": "model-cache", "emptyDir": {}}
+    assert volumes["shm"] == {"name": "shm", "emptyDir": {"medium": "Memory"}}
+
+
+def test_runtime_container_mounts_memory_at_dev_shm_for_its_slots() -> None:
+    spec = pod_spec()["spec"]
+    mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
+    assert mounts["/dev/shm"] == "shm"
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert volumes["shm"]["emptyDir"] == {"medium": "Memory"}
 
 
 def test_engine_cache_claim_created_for_size_only() -> None:

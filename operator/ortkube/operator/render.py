@@ -283,6 +283,9 @@ def container_base(
             {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
             {"name": "engine-cache", "mountPath": ENGINE_CACHE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
+            # The shared-memory slots between the runtime's processes: a container's own
+            # /dev/shm is 64 MiB (slots beyond it fall back to the page cache, slower).
+            {"name": "shm", "mountPath": "/dev/shm"},
         ],
     }
     env_from = _env_from(model, settings)
@@ -330,6 +333,8 @@ def _volumes(model: OrtModel, config_name: str) -> list[dict[str, Any]]:
         {"name": "model-cache", "emptyDir": {}},
         {"name": "engine-cache", **engine},
         {"name": "tmp", "emptyDir": {}},
+        # Memory-backed: counts against the pod's memory, as the slots do.
+        {"name": "shm", "emptyDir": {"medium": "Memory"}},
     ]
 
 
