@@ -354,3 +354,22 @@ def test_outputs_written_into_the_engine_slot_follow_a_data_dependent_shape(
         assert outputs["relu"]["data"] == [float(v) for v in values]
     assert "event=output_binding_off" in server.log()
     assert "internal_error" not in server.log()
+
+
+def test_a_bound_run_that_fails_on_the_data_answers_400_as_a_plain_one(own_server: Any) -> None:
+    server = own_server(onnx_models.gather(), "gather", server=TWO_WORKERS)  # 10 rows x 3
+
+    def infer(indices: list[int]) -> tuple[int, Any]:
+        inputs = [{"name": "indices", "datatype": "INT64", "shape": [2], "data": indices}]
+        result: tuple[int, Any] = server.post_json("/v2/models/gather/infer", {"inputs": inputs})
+        return result
+
+    for _ in range(2):  # the second runs bound, into the engine's slot
+        status, document = infer([0, 3])
+        assert status == 200 and document["outputs"][0]["data"] == [0, 1, 2, 9, 10, 11], document
+    status, document = infer([0, 99])  # same shape, an index out of range
+    assert status == 400, document
+    assert "onnxruntime rejected the input" in document["error"]
+    status, document = infer([3, 1])
+    assert status == 200 and document["outputs"][0]["data"] == [9, 10, 11, 3, 4, 5]
+    assert "internal_error" not in server.log()

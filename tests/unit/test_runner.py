@@ -89,3 +89,20 @@ def test_a_data_dependent_output_shape_turns_output_binding_off() -> None:
     assert not runner.binds_outputs
     assert runner.output_plan(first, ["idx", "relu"]) is None
     runner.close()
+
+
+def test_a_failing_bound_run_is_left_to_the_plain_run_and_binding_stays_on() -> None:
+    gather = session(onnx_models.gather())  # a table of 10 rows x 3, ``y = table[indices]``
+    runner = SessionRunner(gather, concurrency=1)
+    good = {"indices": np.array([0, 3], np.int64)}
+    expected = runner.run_sync(good, ["y"])
+    runner.remember_outputs(good, ["y"], expected)
+    bad = {"indices": np.array([0, 99], np.int64)}  # same shape, an index out of range
+    plan = runner.output_plan(bad, ["y"])
+    assert plan is not None
+    assert runner.run_into(bad, ["y"], [np.empty(plan[0][1], plan[0][0])]) is False
+    assert runner.binds_outputs  # not a shape that changed: binding stays on
+    target = np.empty((2, 3), np.float32)
+    assert runner.run_into(good, ["y"], [target])
+    np.testing.assert_array_equal(target, expected[0])
+    runner.close()

@@ -107,8 +107,8 @@ class SessionRunner:
     ) -> bool:
         """Run with onnxruntime writing each output into the given array (IOBinding to host
         memory: on a GPU the copy back happens inside the run, without the GIL). False when
-        an output came out another shape: binding is then off for this session and the
-        caller runs it again plainly."""
+        the run failed, and the caller runs it again plainly; when an output came out another
+        shape than remembered, binding is off for this session from then on."""
         binding = self.session.io_binding()
         for name, array in feeds.items():
             binding.bind_cpu_input(name, array)
@@ -117,11 +117,13 @@ class SessionRunner:
         try:
             self.session.run_with_iobinding(binding)
         except Exception as error:
-            if "pre-allocated" not in str(error):
-                raise
-            self.binds_outputs = False
-            self._output_shapes.clear()
-            log.warning("event=output_binding_off reason=%r", str(error).splitlines()[0][:300])
+            if "pre-allocated" in str(error):
+                self.binds_outputs = False
+                self._output_shapes.clear()
+                reason = str(error).splitlines()[0][:300]
+                log.warning("event=output_binding_off reason=%r", reason)
+            # Any other failure the plain run reports as it always has: onnxruntime's own
+            # error classes there (an input error is a 400), a bare RuntimeError here.
             return False
         return True
 
