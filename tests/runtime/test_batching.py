@@ -89,3 +89,37 @@ async def test_batches_never_grow_past_the_declared_profile(start_server: StartS
         metrics = await (await session.get(f"{server.base_url}/metrics")).text()
     # At most two 8-row requests fit the 16-row profile: at least three runs.
     assert executions(metrics) >= 3
+
+
+async def test_batches_written_into_one_engine_slot_give_each_request_its_rows(
+    start_server: StartServer,
+) -> None:
+    """Once a batch shape has run, the engine has onnxruntime write the whole batch into one
+    slot and lends each request its rows there; every answer must still be its own input,
+    round after round, and every slot must come back."""
+    server = start_server(
+        onnx_models.slow_mlp(WIDTH, repeats=100),
+        name="slow",
+        providers=[CPU],
+        server={"max_concurrency": 1, "workers": 2},
+        batching={"enabled": True, "max_batch_size": 64},
+    )
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        inputs = [rng.standard_normal((4, WIDTH)).astype(np.float32) for _ in range(6)]
+        outputs = await send_concurrently(server.base_url, inputs)
+        for x, y in zip(inputs, outputs, strict=True):
+            np.testing.assert_allclose(y, x, rtol=1e-5)
+    assert "event=batch_outputs_in_slot" in server.log()
+    async with aiohttp.ClientSession() as session:
+        for _ in range(100):
+            metrics = await (await session.get(f"{server.base_url}/metrics")).text()
+            lent = re.search(
+                r'^ortkube_shm_slots_in_use\{role="engine"\} ([0-9.]+)$', metrics, re.M
+            )
+            if lent and float(lent.group(1)) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"engine slots still lent: {lent and lent.group(0)}")
+    assert "internal_error" not in server.log()

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,22 @@ class _Pending:
         return (id(self.runner), shapes, self.output_names)
 
 
+class OutputBuffer(Protocol):
+    """Memory a batch's outputs are written into by onnxruntime (an engine's slot)."""
+
+    @property
+    def arrays(self) -> Sequence[np.ndarray[Any, Any]]:
+        """One array per output, of the batch's whole shape."""
+
+    def discard(self) -> None:
+        """The run did not use it (it failed, or wrote elsewhere)."""
+
+
+# Given a batch's runner, merged inputs, outputs asked for and request count: memory for the
+# outputs, or None (the run allocates them).
+OutputSink = Callable[[SessionRunner, Feeds, Sequence[str], int], "OutputBuffer | None"]
+
+
 @dataclass(frozen=True)
 class BatchedResult:
     """One request's share of a batched run."""
@@ -60,6 +76,9 @@ class BatchedResult:
     batch_rows: int
     # True for the one request per run that counts the execution in metrics.
     leader: bool
+    # Where the outputs lie when onnxruntime wrote the whole batch into a sink's buffer: the
+    # request's outputs are views of it, shared with the batch's other requests.
+    shared: OutputBuffer | None = None
 
 
 def batchable(signature: ModelSignature) -> str | None:
@@ -98,9 +117,15 @@ class DynamicBatcher:
     """Queues requests and runs them in merged batches on ``workers`` threads of its own."""
 
     def __init__(
-        self, route: Route, workers: int, max_batch_size: int, max_queue_delay_s: float
+        self,
+        route: Route,
+        workers: int,
+        max_batch_size: int,
+        max_queue_delay_s: float,
+        output_sink: OutputSink | None = None,
     ) -> None:
         self._route = route
+        self.output_sink = output_sink
         self._max_rows = max_batch_size
         self._delay = max_queue_delay_s
         self._queue: deque[_Pending] = deque()
@@ -200,21 +225,43 @@ class DynamicBatcher:
         started = time.perf_counter()
         try:
             feeds = merge_feeds([p.feeds for p in batch])
-            outputs = head.runner.run_sync(feeds, head.output_names)
+            outputs, shared = self._execute(head, feeds, len(batch))
         except Exception as error:
             for pending in batch:
                 _tell(pending, None, error)
             return
         finished = time.perf_counter()
         rows = [p.rows for p in batch]
-        parts = split_outputs(outputs, rows) if len(batch) > 1 else [outputs]
+        parts = split_outputs(outputs, rows) if len(batch) > 1 else [list(outputs)]
         total = sum(rows)
         if len(batch) > 1:
             log.debug("event=batch_run requests=%d rows=%d", len(batch), total)
         for index, (pending, own) in enumerate(zip(batch, parts, strict=True)):
             # Queued = from arrival here until the shared run started.
             run = RunResult(own, started - pending.enqueued, finished - started)
-            _tell(pending, BatchedResult(run, total, leader=index == 0), None)
+            _tell(pending, BatchedResult(run, total, leader=index == 0, shared=shared), None)
+
+    def _execute(
+        self, head: _Pending, feeds: Feeds, requests: int
+    ) -> tuple[Sequence[np.ndarray[Any, Any]], OutputBuffer | None]:
+        """Run a merged batch: into the sink's buffer where it gives one and the run takes
+        it, else plainly (whose output shapes the runner then remembers)."""
+        runner, names = head.runner, head.output_names
+        buffer = None
+        if self.output_sink is not None and runner.output_plan(feeds, names) is not None:
+            buffer = self.output_sink(runner, feeds, names, requests)
+        if buffer is not None:
+            try:
+                bound = runner.run_into(feeds, names, buffer.arrays)
+            except BaseException:
+                buffer.discard()
+                raise
+            if bound:
+                return buffer.arrays, buffer
+            buffer.discard()
+        outputs = runner.run_sync(feeds, names)
+        runner.remember_outputs(feeds, names, outputs)
+        return outputs, None
 
     def close(self) -> None:
         """Stop the batch threads after their current run; queued requests fail (503)."""

@@ -24,6 +24,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,7 @@ from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import RunPlan, run_child
-from ortkube.runtime.runner import Feeds, RunResult
+from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
 from ortkube.runtime.server import is_input_error
 from ortkube.runtime.shm import (
     RESPONSE_HEADER_ROOM,
@@ -63,7 +64,9 @@ class _Connection:
     def __init__(self, sock: socket.socket) -> None:
         self.channel = FrameSocket(sock)
         self.attachments = Attachments()
-        self.lent: dict[str, Slot] = {}
+        # Output slots lent, by name, with how many answers hold each (a batch's slot can
+        # carry several of this connection's requests).
+        self.lent: dict[str, tuple[Slot, int]] = {}
         self.lock = threading.Lock()
         self.lost = False
 
@@ -83,6 +86,16 @@ def error_reply(error: BaseException) -> tuple[int, str]:
     return 500, f"internal error: {type(error).__name__}: {error}"
 
 
+class _BatchSlot:
+    """A batch's outputs, written by onnxruntime into one slot (the batcher's sink)."""
+
+    def __init__(self, engine: EngineServer, slot: Slot, arrays: list[np.ndarray[Any, Any]]):
+        self.engine, self.slot, self.arrays = engine, slot, arrays
+
+    def discard(self) -> None:
+        self.engine.unshare_all(self.slot)
+
+
 class EngineServer:
     """Serves front-end connections against one ModelHost."""
 
@@ -96,6 +109,10 @@ class EngineServer:
         # Unbatched runs at once, across connections: the runner's concurrency once loaded.
         self._runs: threading.BoundedSemaphore | None = None
         self._slots_gauge = host.metrics.shm_slots_in_use.labels(role="engine")
+        # Slots holding a whole batch's outputs: how many of its requests still hold them.
+        self._shares: dict[str, int] = {}
+        self._shares_lock = threading.Lock()
+        self._batch_slots_seen = False
         self._closed = threading.Event()
         # The gauge of lent slots is set from here a few times a second, not per request: a
         # multiprocess-mode update costs an engine 5-8% of its GIL time at full load.
@@ -103,7 +120,8 @@ class EngineServer:
 
     def _report_slots(self) -> None:
         while not self._closed.wait(_SLOTS_REPORT_S):
-            self._slots_gauge.set(sum(len(c.lent) for c in list(self.connections)))
+            lent = (count for c in list(self.connections) for _, count in list(c.lent.values()))
+            self._slots_gauge.set(sum(lent))
 
     @property
     def infers(self) -> int:
@@ -163,6 +181,8 @@ class EngineServer:
             feeds = connection.feeds(body)
             batcher = self.host.batcher
             if batcher is not None:
+                if batcher.output_sink is None:
+                    batcher.output_sink = self.batch_slot
                 runner = self.host.route(feeds)
 
                 def done(batched: BatchedResult | None, error: BaseException | None) -> None:
@@ -245,9 +265,76 @@ class EngineServer:
     ) -> None:
         if batched is None:
             self._fail(connection, request_id, error or RuntimeError("no result"))
+        elif isinstance(batched.shared, _BatchSlot):
+            self._lend_rows(connection, request_id, output_names, batched, batched.shared.slot)
         else:
             self._reply(connection, request_id, output_names, batched.run, int(batched.leader))
         self._count(-1)
+
+    def batch_slot(
+        self, runner: SessionRunner, feeds: Feeds, output_names: Sequence[str], requests: int
+    ) -> _BatchSlot | None:
+        """The batcher's output sink: one slot for a whole batch's outputs, written by
+        onnxruntime and lent to each of its ``requests`` as views of their rows."""
+        plan = runner.output_plan(feeds, output_names)
+        if plan is None:
+            return None
+        offsets, offset = [], RESPONSE_HEADER_ROOM
+        for dtype, _, count in plan:
+            offsets.append(offset)
+            offset += dtype.itemsize * count
+        slot = self.pool.acquire(offset)
+        with self._shares_lock:
+            self._shares[slot.name] = requests
+            first, self._batch_slots_seen = not self._batch_slots_seen, True
+        if first:
+            log.info("event=batch_outputs_in_slot requests=%d bytes=%d", requests, offset)
+        arrays = [
+            np.frombuffer(slot.buffer, dtype, count, start).reshape(shape)
+            for (dtype, shape, count), start in zip(plan, offsets, strict=True)
+        ]
+        return _BatchSlot(self, slot, arrays)
+
+    def _lend_rows(
+        self,
+        connection: _Connection,
+        request_id: int,
+        output_names: list[str],
+        batched: BatchedResult,
+        slot: Slot,
+    ) -> None:
+        """Answer with this request's rows where they lie in the batch's slot."""
+        layout = slot.layout_of(list(zip(output_names, batched.run.outputs, strict=True)))
+        if layout is None:  # not views of the slot after all: copy them out
+            self._reply(connection, request_id, output_names, batched.run, int(batched.leader))
+            self.unshare(slot)
+            return
+        run = batched.run
+        self._lend(
+            connection,
+            request_id,
+            slot,
+            layout,
+            int(batched.leader),
+            run.queue_seconds,
+            run.compute_seconds,
+        )
+
+    def unshare_all(self, slot: Slot) -> None:
+        """A batch slot the run did not use goes back at once."""
+        with self._shares_lock:
+            self._shares.pop(slot.name, None)
+        self.pool.release(slot)
+
+    def unshare(self, slot: Slot) -> None:
+        """One holder of ``slot`` is done; the last returns it to the pool."""
+        with self._shares_lock:
+            left = self._shares.get(slot.name, 1) - 1
+            if left > 0:
+                self._shares[slot.name] = left
+                return
+            self._shares.pop(slot.name, None)
+        self.pool.release(slot)
 
     def _fail(self, connection: _Connection, request_id: int, error: BaseException) -> None:
         if error_reply(error)[0] >= 500:
@@ -299,10 +386,12 @@ class EngineServer:
     ) -> None:
         """Lend the output slot to the front-end and answer with its layout."""
         with connection.lock:
-            if connection.lost:
-                self.pool.release(slot)
-                return
-            connection.lent[slot.name] = slot
+            if not connection.lost:
+                held = connection.lent.get(slot.name)
+                connection.lent[slot.name] = (slot, held[1] + 1 if held else 1)
+        if connection.lost:
+            self.unshare(slot)
+            return
         retired = self.pool.take_retired()
         reply = (slot.name, layout, executions, queue_seconds, compute_seconds, retired)
         connection.channel.send((OK, request_id, reply))
@@ -311,23 +400,31 @@ class EngineServer:
         """Output slots the front-end is done with return to the pool."""
         if not names:
             return
+        slots = []
         with connection.lock:
-            slots = [slot for name in names if (slot := connection.lent.pop(name, None))]
+            for name in names:
+                held = connection.lent.get(name)
+                if held is None:
+                    continue
+                slot, count = held
+                if count > 1:
+                    connection.lent[name] = (slot, count - 1)
+                else:
+                    del connection.lent[name]
+                slots.append(slot)
         for slot in slots:
-            self._give_back(slot)
-
-    def _give_back(self, slot: Slot) -> None:
-        self.pool.release(slot)
+            self.unshare(slot)
 
     def _on_lost(self, connection: _Connection) -> None:
         with connection.lock:
             connection.lost = True
             lent, connection.lent = connection.lent, {}
-        for slot in lent.values():
-            self._give_back(slot)
+        for slot, count in lent.values():
+            for _ in range(count):
+                self.unshare(slot)
         connection.channel.close()
         self.connections.discard(connection)
-        log.info("event=frontend_disconnected slots_reclaimed=%d", len(lent))
+        log.info("event=frontend_disconnected slots_reclaimed=%d", sum(c for _, c in lent.values()))
 
     def close(self) -> None:
         """Close every connection (their threads end)."""

@@ -62,6 +62,16 @@ def _body_in_slot(slot: Slot, header: bytes, blobs_size: int) -> memoryview | No
     return slot.view(begin, len(header) + blobs_size)
 
 
+def _packed_from_room(layout: list[TensorLayout]) -> bool:
+    """True when these tensors lie back to back from the end of the header room on."""
+    offset = RESPONSE_HEADER_ROOM
+    for _, _, _, start, length in layout:
+        if start != offset:
+            return False
+        offset += length
+    return True
+
+
 def _batch_size(request: InferRequest) -> int:
     first = next(iter(request.inputs.values()))
     return int(first.shape[0]) if first.ndim else 1
@@ -168,13 +178,18 @@ class FrontendBackend:
         self.attachments.forget(forget)
         out_slot = self.attachments.get(out_name)
         arrays = read_tensors(out_slot, out_layout)
+        # Only outputs packed from the room on (not a batch's rows in a shared slot) can have
+        # the header written before them.
+        packed = _packed_from_room(out_layout[: sum(o.binary for o in wanted)])
         return InferOutcome(
             [(output.name, arrays[output.name], output.binary) for output in wanted],
             RunResult([], queue_s, compute_s),
             _batch_size(request),
             executions,
             release=lambda: link.release(out_name),
-            contiguous_body=lambda header, size: _body_in_slot(out_slot, header, size),
+            contiguous_body=(
+                (lambda header, size: _body_in_slot(out_slot, header, size)) if packed else None
+            ),
         )
 
     def body_buffer(self, nbytes: int, header_length: int) -> RequestBody:
