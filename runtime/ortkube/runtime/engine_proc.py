@@ -386,10 +386,11 @@ class EngineServer:
     ) -> None:
         """Lend the output slot to the front-end and answer with its layout."""
         with connection.lock:
-            if not connection.lost:
+            lost = connection.lost
+            if not lost:
                 held = connection.lent.get(slot.name)
                 connection.lent[slot.name] = (slot, held[1] + 1 if held else 1)
-        if connection.lost:
+        if lost:  # decided under the lock: the slot is either lent here or given back here
             self.unshare(slot)
             return
         retired = self.pool.take_retired()
