@@ -218,10 +218,6 @@ class ModelHost:
         """Runs at once the loaded model's runners allow."""
         return self.require_loaded().routes[0].runner.concurrency
 
-    def execute_here(self, feeds: Feeds, output_names: Sequence[str]) -> RunResult:
-        """Route and run on the calling thread (an engine's connection thread)."""
-        return self.route(feeds).run_here(feeds, output_names)
-
     def route(self, feeds: Feeds) -> SessionRunner:
         """The runner serving these inputs' shapes (InvalidRequest when none does)."""
         self.require_loaded()
