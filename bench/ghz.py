@@ -11,7 +11,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -107,13 +106,7 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build")
-    staged = sub.add_parser("stage")
-    staged.add_argument("directory", type=Path)
-    args = parser.parse_args()
-    print(build() if args.command == "build" else stage(args.directory))
+    go_tools.main(__doc__.splitlines()[0], build, stage)
 
 
 if __name__ == "__main__":

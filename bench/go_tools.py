@@ -6,10 +6,12 @@ gzipped copy that travels with a device call and is unpacked there.
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 CACHE_BIN = Path.home() / ".cache" / "ortkube" / "bin"
@@ -43,3 +45,14 @@ def unpack(gzipped: Path, directory: Path) -> Path:
         shutil.copyfileobj(source, sink)
     binary.chmod(0o755)
     return binary
+
+
+def main(description: str, build: Callable[[], Path], stage: Callable[[Path], Path]) -> None:
+    """A tool's command line: ``build`` (print the binary's path) or ``stage DIRECTORY``."""
+    parser = argparse.ArgumentParser(description=description)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build")
+    staged = sub.add_parser("stage")
+    staged.add_argument("directory", type=Path)
+    args = parser.parse_args()
+    print(build() if args.command == "build" else stage(args.directory))

@@ -12,7 +12,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import re
 import subprocess
 import sys
@@ -102,17 +101,8 @@ def run(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("build")
-    staged = sub.add_parser("stage")
-    staged.add_argument("directory", type=Path)
-    args = parser.parse_args()
-    if args.command == "build":
-        print(build())
-    else:
-        print(stage(args.directory))
+    go_tools.main(__doc__.splitlines()[0], build, stage)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

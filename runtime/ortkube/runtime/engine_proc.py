@@ -38,7 +38,7 @@ from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
 from ortkube.runtime.run_plan import RunPlan, run_child
-from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
+from ortkube.runtime.runner import Feeds, OutputPlan, RunResult, SessionRunner
 from ortkube.runtime.server import is_input_error
 from ortkube.runtime.shm import (
     RESPONSE_HEADER_ROOM,
@@ -227,15 +227,7 @@ class EngineServer:
         plan = runner.output_plan(feeds, output_names)
         if plan is None:
             return False
-        offsets, offset = [], RESPONSE_HEADER_ROOM
-        for dtype, _, count in plan:
-            offsets.append(offset)
-            offset += dtype.itemsize * count
-        slot = self.pool.acquire(offset)
-        views = [
-            np.frombuffer(slot.buffer, dtype, count, start).reshape(shape)
-            for (dtype, shape, count), start in zip(plan, offsets, strict=True)
-        ]
+        slot, views, layout = self._output_slot(plan, output_names)
         arrived = time.perf_counter()
         try:
             with self._run_slots():
@@ -248,10 +240,6 @@ class EngineServer:
             self.pool.release(slot)
             return False
         finished = time.perf_counter()
-        layout = [
-            (name, dtype.str, shape, start, dtype.itemsize * count)
-            for name, (dtype, shape, count), start in zip(output_names, plan, offsets, strict=True)
-        ]
         self._lend(connection, request_id, slot, layout, 1, started - arrived, finished - started)
         return True
 
@@ -279,21 +267,31 @@ class EngineServer:
         plan = runner.output_plan(feeds, output_names)
         if plan is None:
             return None
-        offsets, offset = [], RESPONSE_HEADER_ROOM
-        for dtype, _, count in plan:
-            offsets.append(offset)
-            offset += dtype.itemsize * count
-        slot = self.pool.acquire(offset)
+        slot, arrays, layout = self._output_slot(plan, output_names)
         with self._shares_lock:
             self._shares[slot.name] = requests
             first, self._batch_slots_seen = not self._batch_slots_seen, True
         if first:
-            log.info("event=batch_outputs_in_slot requests=%d bytes=%d", requests, offset)
+            end = layout[-1][3] + layout[-1][4] if layout else RESPONSE_HEADER_ROOM
+            log.info("event=batch_outputs_in_slot requests=%d bytes=%d", requests, end)
+        return _BatchSlot(self, slot, arrays)
+
+    def _output_slot(
+        self, plan: OutputPlan, output_names: Sequence[str]
+    ) -> tuple[Slot, list[np.ndarray[Any, Any]], list[TensorLayout]]:
+        """A slot for outputs of ``plan``, packed after the header room: the arrays
+        onnxruntime writes into, and their layout."""
+        layout: list[TensorLayout] = []
+        offset = RESPONSE_HEADER_ROOM
+        for name, (dtype, shape, count) in zip(output_names, plan, strict=True):
+            layout.append((name, dtype.str, shape, offset, dtype.itemsize * count))
+            offset += dtype.itemsize * count
+        slot = self.pool.acquire(offset)
         arrays = [
             np.frombuffer(slot.buffer, dtype, count, start).reshape(shape)
-            for (dtype, shape, count), start in zip(plan, offsets, strict=True)
+            for (dtype, shape, count), (_, _, _, start, _) in zip(plan, layout, strict=True)
         ]
-        return _BatchSlot(self, slot, arrays)
+        return slot, arrays, layout
 
     def _lend_rows(
         self,
