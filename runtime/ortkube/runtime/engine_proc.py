@@ -190,10 +190,11 @@ class EngineServer:
 
                 batcher.submit_nowait(feeds, output_names, runner, done)
                 return
-            if self._run_into_slot(connection, request_id, feeds, output_names):
+            runner = self.host.route(feeds)
+            if self._run_into_slot(connection, request_id, runner, feeds, output_names):
                 self._count(-1)
                 return
-            result = self._run_here(feeds, output_names)
+            result = self._run_here(runner, feeds, output_names)
         except Exception as error:
             self._fail(connection, request_id, error)
             self._count(-1)
@@ -207,9 +208,8 @@ class EngineServer:
             self._runs = threading.BoundedSemaphore(self.host.concurrency)
         return self._runs
 
-    def _run_here(self, feeds: Feeds, output_names: list[str]) -> RunResult:
+    def _run_here(self, runner: SessionRunner, feeds: Feeds, output_names: list[str]) -> RunResult:
         """A plain run; its output shapes are remembered for ``_run_into_slot``."""
-        runner = self.host.route(feeds)
         arrived = time.perf_counter()
         with self._run_slots():
             started = time.perf_counter()
@@ -218,12 +218,16 @@ class EngineServer:
         return RunResult(result.outputs, started - arrived, result.compute_seconds)
 
     def _run_into_slot(
-        self, connection: _Connection, request_id: int, feeds: Feeds, output_names: list[str]
+        self,
+        connection: _Connection,
+        request_id: int,
+        runner: SessionRunner,
+        feeds: Feeds,
+        output_names: list[str],
     ) -> bool:
         """Where these inputs' output shapes are known: onnxruntime writes the outputs
         straight into a slot of this engine, which is lent as the answer (no copy here, and
         on a GPU the copy back runs without the GIL). False: run it plainly instead."""
-        runner = self.host.route(feeds)
         plan = runner.output_plan(feeds, output_names)
         if plan is None:
             return False
