@@ -34,6 +34,7 @@ from bench.gpu_serving import SCENARIOS, base_config  # noqa: E402
 from bench.serve_probe import Server, infer_body, process_tree  # noqa: E402
 
 _TICKS = os.sysconf("SC_CLK_TCK")
+_SPY_RATE = 200  # py-spy samples per second
 
 
 def _cpu_seconds(stat_path: Path) -> float:
@@ -65,11 +66,18 @@ def _spy(pid: int, seconds: float, out: Path, gil: bool) -> subprocess.Popen[byt
     binary = shutil.which("py-spy")
     if binary is None:
         return None
-    command = [binary, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", "200", "-f",
-               "raw", "-o", str(out), "--threads", "--nonblocking"]  # fmt: skip
+    command = [binary, "record", "-p", str(pid), "-d", str(int(seconds)), "-r", str(_SPY_RATE),
+               "-f", "raw", "-o", str(out), "--threads", "--nonblocking"]  # fmt: skip
     if gil:
         command.append("--gil")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
+def _samples(raw: Path) -> int:
+    """How many samples py-spy recorded (with ``--gil``: samples in which a thread held it)."""
+    if not raw.exists():
+        return 0
+    return sum(int(line.rpartition(" ")[2]) for line in raw.read_text().splitlines() if line)
 
 
 def _top_frames(raw: Path, count: int = 12) -> list[tuple[float, str]]:
@@ -158,6 +166,11 @@ def _measure(args: argparse.Namespace, label: str, pids: list[int], load: Load) 
             if pid in before and pid in after
         },
         "engine_gil": _top_frames(args.logs / f"gil-{label}.txt"),
+        # Samples holding the GIL against all taken: near 100%, the engine's Python is the
+        # wall; well below, its threads wait on each other (hand-offs), not on Python.
+        "gil_held_percent": round(
+            100 * _samples(args.logs / f"gil-{label}.txt") / (_SPY_RATE * (args.seconds - 1))
+        ),
         "worker": _top_frames(args.logs / f"worker-{label}.txt"),
     }
     return result
@@ -173,6 +186,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]]) -> str:
             continue
         lines += [f"- {result['ok_per_s']:,.0f} answers/s, statuses {result['statuses']}"]
         lines += [f"- CPU % of a core per process: {json.dumps(result['cpu_percent'])}"]
+        lines += [f"- engine's GIL held in {result['gil_held_percent']}% of py-spy's samples"]
         for title, frames in (("engine, GIL holder", result["engine_gil"]),
                               ("one worker", result["worker"])):  # fmt: skip
             lines += [f"- {title} (py-spy share: leaf <- caller <- caller):"]

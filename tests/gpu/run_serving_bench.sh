@@ -12,6 +12,8 @@
 #   profile where a loaded server's time goes, per config variant (bench/serve_profile.py)
 #   ab      the staged tree (/tmp/new, its COMMIT) against this one: the MLP and the BERT-like
 #           model without batching, 16 and 64 clients (a quick A/B of one change)
+#   probe   the engine's own ceiling (bench/engine_ceiling.py: lean IPC clients, no HTTP), ab,
+#           and the profile of this tree's defaults (one variant per scenario)
 # Run final, suite and runtime from the new tree (cd /tmp/new) after staging from the checkout.
 # Logs go to $OUT (at most 8 files come back: the bulk travels as one logs.tgz).
 set -uo pipefail
@@ -80,13 +82,33 @@ runtime)
   timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 120 \
     "${skip[@]}" tests/runtime 2>&1 | tee "$OUT/runtime-suite.log" | tail -15
   ;;
-ab)
+ab|probe)
   nobatch='{"batching":{"enabled":false}}'
+  if [ "$mode" = probe ]; then
+    python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
+    for run in "mlp {}" "bert $nobatch" "bert {}"; do
+      set -- $run
+      timeout 100 python3 bench/engine_ceiling.py --model-dir /tmp/models --scenario "$1" \
+        --clients 1,4,8,16 --fields "$2" --logs "$LOGS" --out "$LOGS/ceiling.md" \
+        > "$LOGS/ceiling-$1.log" 2>&1
+      cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
+    done
+    cat "$OUT/ceiling.md"
+  fi
   timeout "${BENCH_TIMEOUT:-200}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
     --server "prev=/tmp/new@$(cat /tmp/new/COMMIT)" --server "this=.@${COMMIT:-working tree}" \
     --scenarios mlp,bert --clients 16,64 --inprocess-seconds 1.5 \
     --config "prev:bert=$nobatch" --config "this:bert=$nobatch" --target-label this \
     --out "$OUT/ab.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
+  [ "$mode" = ab ] && exit 0
+  timeout 60 python3 bench/serve_profile.py --hey /tmp/hey --model-dir /tmp/models \
+    --scenario mlp --logs "$LOGS" --out "$OUT/profile-mlp.md" --variant 'default={}' \
+    > "$LOGS/profile-mlp.log" 2>&1
+  timeout 60 python3 bench/serve_profile.py --hey /tmp/hey --model-dir /tmp/models \
+    --scenario bert-batch --logs "$LOGS" --out "$OUT/profile-bert-batch.md" \
+    --variant 'default={"batching":{"enabled":true,"max_batch_size":64,"max_queue_delay_ms":0}}' \
+    > "$LOGS/profile-bert.log" 2>&1
+  grep -h "^## \|answers/s\|CPU %\|GIL held" "$OUT"/profile-*.md
   ;;
 profile)
   python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
