@@ -128,8 +128,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     config["server"] = {"workers": 2, "grpc_port": None}
     for name, value in json.loads(args.fields).items():
         config[name] = {**config.get(name, {}), **value} if isinstance(value, dict) else value
-    logs = args.logs / f"engine-ceiling-{args.scenario}.log"
-    server = Server(ROOT, config, args.logs, logs)
+    logs = args.logs / f"engine-ceiling-{args.scenario}-{args.source.name}.log"
+    server = Server(args.source, config, args.logs, logs)
     rows: list[dict[str, Any]] = []
     try:
         server.wait_ready(240)
@@ -172,7 +172,7 @@ def report(args: argparse.Namespace, result: dict[str, Any]) -> str:
     best = max(result["inprocess"].values())
     callers = json.dumps({n: round(v) for n, v in result["inprocess"].items()})
     lines = [
-        f"# Engine ceiling: {result['model']}, {args.provider}",
+        f"# Engine ceiling: {result['model']}, {args.provider}, server from {args.source}",
         "",
         f"Lean IPC clients (one process each, {args.depth} in flight) straight to engine 0 of "
         f"`ortkube serve` (fields {args.fields}); in-process onnxruntime best of 1/4 "
@@ -200,6 +200,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--fields", default="{}", help="RuntimeConfig fields (JSON), merged in")
     parser.add_argument("--provider", default=CUDA)
+    parser.add_argument(
+        "--source",
+        type=Path,
+        default=ROOT,
+        help="the tree whose server is measured (its engine speaks this tree's IPC protocol)",
+    )
     parser.add_argument("--logs", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()

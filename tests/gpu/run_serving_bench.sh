@@ -86,18 +86,19 @@ ab|probe)
   nobatch='{"batching":{"enabled":false}}'
   if [ "$mode" = probe ]; then
     python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
-    for run in "mlp {}" "bert $nobatch" "bert {}"; do
+    # scenario, RuntimeConfig fields, source tree (this one, or the staged one)
+    for run in "mlp {} ." "mlp {} /tmp/new" "bert $nobatch ." "bert {} ." "bert {} /tmp/new"; do
       set -- $run
       timeout 100 python3 bench/engine_ceiling.py --model-dir /tmp/models --scenario "$1" \
-        --clients 1,4,8,16 --fields "$2" --logs "$LOGS" --out "$LOGS/ceiling.md" \
-        > "$LOGS/ceiling-$1.log" 2>&1
+        --clients 1,4,8,16 --fields "$2" --source "$3" --logs "$LOGS" \
+        --out "$LOGS/ceiling.md" > "$LOGS/ceiling-$1.log" 2>&1
       cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
     done
     cat "$OUT/ceiling.md"
   fi
-  timeout "${BENCH_TIMEOUT:-200}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
+  timeout "${BENCH_TIMEOUT:-240}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
     --server "prev=/tmp/new@$(cat /tmp/new/COMMIT)" --server "this=.@${COMMIT:-working tree}" \
-    --scenarios mlp,bert --clients 16,64 --inprocess-seconds 1.5 \
+    --scenarios "${AB_SCENARIOS:-mlp,bert}" --clients 16,64 --inprocess-seconds 1.5 \
     --config "prev:bert=$nobatch" --config "this:bert=$nobatch" --target-label this \
     --out "$OUT/ab.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
   [ "$mode" = ab ] && exit 0

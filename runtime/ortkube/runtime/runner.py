@@ -70,6 +70,7 @@ class SessionRunner:
         concurrency: int,
         io_binding_device: tuple[str, int] | None = None,
         io_binding_max_bytes: int = 1 << 20,
+        binds_outputs: bool = True,
     ) -> None:
         self.session = session
         self.concurrency = concurrency
@@ -78,8 +79,10 @@ class SessionRunner:
         self._executor = ThreadPoolExecutor(concurrency, thread_name_prefix="ort-run")
         # Outputs of a shape seen before can be written by onnxruntime straight into the
         # caller's memory (``run_into``); off once an output's shape turned out to depend on
-        # the data, and for string tensors.
-        self.binds_outputs = not uses_strings(session)
+        # the data, for string tensors, and where the caller says so (a GPU session: there
+        # IOBinding copies each host input to the device as it is bound, synchronously and
+        # holding the GIL, where plain ``run`` copies it inside the run without the GIL).
+        self.binds_outputs = binds_outputs and not uses_strings(session)
         self._output_shapes: dict[tuple[Any, ...], OutputPlan] = {}
 
     def output_plan(self, feeds: Feeds, output_names: Sequence[str]) -> OutputPlan | None:

@@ -193,9 +193,14 @@ def _runner(
     config: RuntimeConfig, session: ort.InferenceSession, plan: ProviderPlan, concurrency: int
 ) -> SessionRunner:
     cuda = config.cuda
-    on_gpu = plan.active in GPU_PROVIDERS and cuda.io_binding
-    binding = ("cuda", cuda.device_id) if on_gpu else None
-    return SessionRunner(session, concurrency, binding, cuda.io_binding_max_bytes)
+    on_gpu = plan.active in GPU_PROVIDERS
+    binding = ("cuda", cuda.device_id) if on_gpu and cuda.io_binding else None
+    # Outputs written into the engine's slots only on CPU: on the H200 binding host inputs
+    # serialised concurrent runs (an engine 2,456 -> 2,926 answers/s on the MLP without it,
+    # bench/results/engine_ceiling_h200.md).
+    return SessionRunner(
+        session, concurrency, binding, cuda.io_binding_max_bytes, binds_outputs=not on_gpu
+    )
 
 
 def route_request(
