@@ -30,6 +30,8 @@ done
 [ -f .gpu-tools/ghz/ghz.gz ] && python3 -c "import gzip, shutil; shutil.copyfileobj(gzip.open('.gpu-tools/ghz/ghz.gz'), open('/tmp/ghz', 'wb'))" && chmod +x /tmp/ghz
 [ -f .gpu-tools/old/COMMIT ] && rm -rf /tmp/old && cp -r .gpu-tools/old /tmp/old
 [ -f .gpu-tools/new/COMMIT ] && rm -rf /tmp/new && cp -r .gpu-tools/new /tmp/new
+# A third tree for ab/probe: a variant of this one (its COMMIT says what changed).
+[ -f .gpu-tools/variant/COMMIT ] && rm -rf /tmp/variant && cp -r .gpu-tools/variant /tmp/variant
 ls /tmp/ortgpu | tr '\n' ' '; echo
 [ "$mode" = stage ] && exit 0
 if [ ! -d /tmp/site/onnxruntime ]; then
@@ -84,13 +86,16 @@ runtime)
   ;;
 ab|probe)
   nobatch='{"batching":{"enabled":false}}'
+  variant=()
+  [ -d /tmp/variant ] && variant=(--server "variant=/tmp/variant@$(cat /tmp/variant/COMMIT)"
+                                  --config "variant:bert=$nobatch")
   if [ "$mode" = probe ]; then
     python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
     # scenario, RuntimeConfig fields, source tree (this one, or the staged one)
     for run in "mlp {} ." "mlp {} /tmp/new" "bert $nobatch ." "bert {} ." "bert {} /tmp/new"; do
       set -- $run
       timeout 100 python3 bench/engine_ceiling.py --model-dir /tmp/models --scenario "$1" \
-        --clients 1,4,8,16 --fields "$2" --source "$3" --logs "$LOGS" \
+        --clients 4,8,16 --seconds 2 --fields "$2" --source "$3" --logs "$LOGS" \
         --out "$LOGS/ceiling.md" > "$LOGS/ceiling-$1.log" 2>&1
       cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
     done
@@ -98,7 +103,7 @@ ab|probe)
   fi
   timeout "${BENCH_TIMEOUT:-240}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
     --server "prev=/tmp/new@$(cat /tmp/new/COMMIT)" --server "this=.@${COMMIT:-working tree}" \
-    --scenarios "${AB_SCENARIOS:-mlp,bert}" --clients 16,64 --inprocess-seconds 1.5 \
+    "${variant[@]}" --scenarios "${AB_SCENARIOS:-mlp,bert}" --clients 16,64 --inprocess-seconds 1.5 \
     --config "prev:bert=$nobatch" --config "this:bert=$nobatch" --target-label this \
     --out "$OUT/ab.md" 2>&1 | tee "$OUT/bench.log" | grep -v '^  serve-'
   [ "$mode" = ab ] && exit 0
