@@ -94,10 +94,11 @@ ab|probe)
     # scenario, RuntimeConfig fields, source tree (this one, or the staged one)
     for run in "mlp {} ." "mlp {} /tmp/new" "bert $nobatch ." "bert {} ." "bert {} /tmp/new"; do
       set -- $run
+      rm -f "$LOGS/ceiling.md"
       timeout 100 python3 bench/engine_ceiling.py --model-dir /tmp/models --scenario "$1" \
         --clients 4,8,16 --seconds 2 --fields "$2" --source "$3" --logs "$LOGS" \
-        --out "$LOGS/ceiling.md" > "$LOGS/ceiling-$1.log" 2>&1
-      cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
+        --out "$LOGS/ceiling.md" > "$LOGS/ceiling-$1.log" 2>&1 || tail -5 "$LOGS/ceiling-$1.log"
+      [ -f "$LOGS/ceiling.md" ] && cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
     done
     cat "$OUT/ceiling.md"
   fi
