@@ -13,6 +13,7 @@ zero delay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ortkube.runtime.errors import ModelNotReady
-from ortkube.runtime.runner import Feeds, RunResult, SessionRunner
+from ortkube.runtime.runner import Feeds, OutputPlan, RunResult, SessionRunner, plan_of
 from ortkube.runtime.signature import DYNAMIC, ModelSignature
 
 log = logging.getLogger("ortkube.runtime.batching")
@@ -53,7 +54,8 @@ class _Pending:
 
 
 class OutputBuffer(Protocol):
-    """Memory a batch's outputs are written into by onnxruntime (an engine's slot)."""
+    """Memory a batch's outputs are written into (an engine's slot): by onnxruntime where
+    the runner binds outputs, else copied there once from the run's own arrays."""
 
     @property
     def arrays(self) -> Sequence[np.ndarray[Any, Any]]:
@@ -63,9 +65,11 @@ class OutputBuffer(Protocol):
         """The run did not use it (it failed, or wrote elsewhere)."""
 
 
-# Given a batch's runner, merged inputs, outputs asked for and request count: memory for the
-# outputs, or None (the run allocates them).
-OutputSink = Callable[[SessionRunner, Feeds, Sequence[str], int], "OutputBuffer | None"]
+# Given a batch's outputs (dtypes and shapes), their names and how many requests share them:
+# memory for the outputs, or None (each request's rows are copied out on their own).
+OutputSink = Callable[[OutputPlan, Sequence[str], int], "OutputBuffer | None"]
+# Entered around the callbacks of one batch (an engine sends their answers together).
+ReplyScope = Callable[[], contextlib.AbstractContextManager[None]]
 
 
 @dataclass(frozen=True)
@@ -123,9 +127,11 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_s: float,
         output_sink: OutputSink | None = None,
+        reply_scope: ReplyScope | None = None,
     ) -> None:
         self._route = route
         self.output_sink = output_sink
+        self.reply_scope = reply_scope
         self._max_rows = max_batch_size
         self._delay = max_queue_delay_s
         self._queue: deque[_Pending] = deque()
@@ -227,8 +233,9 @@ class DynamicBatcher:
             feeds = merge_feeds([p.feeds for p in batch])
             outputs, shared = self._execute(head, feeds, len(batch))
         except Exception as error:
-            for pending in batch:
-                _tell(pending, None, error)
+            with self._replies():
+                for pending in batch:
+                    _tell(pending, None, error)
             return
         finished = time.perf_counter()
         rows = [p.rows for p in batch]
@@ -236,20 +243,26 @@ class DynamicBatcher:
         total = sum(rows)
         if len(batch) > 1:
             log.debug("event=batch_run requests=%d rows=%d", len(batch), total)
-        for index, (pending, own) in enumerate(zip(batch, parts, strict=True)):
-            # Queued = from arrival here until the shared run started.
-            run = RunResult(own, started - pending.enqueued, finished - started)
-            _tell(pending, BatchedResult(run, total, leader=index == 0, shared=shared), None)
+        with self._replies():
+            for index, (pending, own) in enumerate(zip(batch, parts, strict=True)):
+                # Queued = from arrival here until the shared run started.
+                run = RunResult(own, started - pending.enqueued, finished - started)
+                result = BatchedResult(run, total, leader=index == 0, shared=shared)
+                _tell(pending, result, None)
+
+    def _replies(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext() if self.reply_scope is None else self.reply_scope()
 
     def _execute(
         self, head: _Pending, feeds: Feeds, requests: int
     ) -> tuple[Sequence[np.ndarray[Any, Any]], OutputBuffer | None]:
-        """Run a merged batch: into the sink's buffer where it gives one and the run takes
-        it, else plainly (whose output shapes the runner then remembers)."""
+        """Run a merged batch: into the sink's buffer where it gives one and the runner binds
+        outputs, else plainly (whose output shapes the runner then remembers); a plain run
+        of several requests is copied into a sink's buffer once, not row by row."""
         runner, names = head.runner, head.output_names
-        buffer = None
-        if self.output_sink is not None and runner.output_plan(feeds, names) is not None:
-            buffer = self.output_sink(runner, feeds, names, requests)
+        sink = self.output_sink
+        plan = runner.output_plan(feeds, names)
+        buffer = None if sink is None or plan is None else sink(plan, names, requests)
         if buffer is not None:
             try:
                 bound = runner.run_into(feeds, names, buffer.arrays)
@@ -261,7 +274,15 @@ class DynamicBatcher:
             buffer.discard()
         outputs = runner.run_sync(feeds, names)
         runner.remember_outputs(feeds, names, outputs)
-        return outputs, None
+        plan = plan_of(outputs)
+        if sink is None or requests < 2 or plan is None:
+            return outputs, None
+        buffer = sink(plan, names, requests)
+        if buffer is None:
+            return outputs, None
+        for target, array in zip(buffer.arrays, outputs, strict=True):
+            np.copyto(target, array)  # without the GIL for all but small outputs
+        return buffer.arrays, buffer
 
     def close(self) -> None:
         """Stop the batch threads after their current run; queued requests fail (503)."""

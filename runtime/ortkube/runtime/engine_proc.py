@@ -17,6 +17,7 @@ Usage (started by the supervisor): ``python -m ortkube.runtime.engine_proc RUN_D
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -24,7 +25,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from ortkube.runtime.batching import BatchedResult
 from ortkube.runtime.board import Board, MemberState
 from ortkube.runtime.contract import Phase
 from ortkube.runtime.errors import RuntimeServingError
-from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FrameSocket
+from ortkube.runtime.ipc import DESCRIBE, ERROR, INFER, OK, RELEASE, STATUS, FrameSocket, Message
 from ortkube.runtime.metrics import create_metrics
 from ortkube.runtime.model_host import ModelHost
 from ortkube.runtime.recovery import load_until_ready
@@ -113,6 +114,9 @@ class EngineServer:
         self._shares: dict[str, int] = {}
         self._shares_lock = threading.Lock()
         self._batch_slots_seen = False
+        # On a batch thread, while its batch's callbacks run: the answers by connection, sent
+        # together afterwards (one send, one wake-up of each front-end, per batch).
+        self._outbox = threading.local()
         self._closed = threading.Event()
         # The gauge of lent slots is set from here a few times a second, not per request: a
         # multiprocess-mode update costs an engine 5-8% of its GIL time at full load.
@@ -183,6 +187,7 @@ class EngineServer:
             if batcher is not None:
                 if batcher.output_sink is None:
                     batcher.output_sink = self.batch_slot
+                    batcher.reply_scope = self.replies_together
                 runner = self.host.route(feeds)
 
                 def done(batched: BatchedResult | None, error: BaseException | None) -> None:
@@ -264,13 +269,11 @@ class EngineServer:
         self._count(-1)
 
     def batch_slot(
-        self, runner: SessionRunner, feeds: Feeds, output_names: Sequence[str], requests: int
+        self, plan: OutputPlan, output_names: Sequence[str], requests: int
     ) -> _BatchSlot | None:
-        """The batcher's output sink: one slot for a whole batch's outputs, written by
-        onnxruntime and lent to each of its ``requests`` as views of their rows."""
-        plan = runner.output_plan(feeds, output_names)
-        if plan is None:
-            return None
+        """The batcher's output sink: one slot for a whole batch's outputs (written by
+        onnxruntime, or copied there once), lent to each of its ``requests`` as views of
+        their rows."""
         slot, arrays, layout = self._output_slot(plan, output_names)
         with self._shares_lock:
             self._shares[slot.name] = requests
@@ -322,6 +325,25 @@ class EngineServer:
             run.compute_seconds,
         )
 
+    @contextlib.contextmanager
+    def replies_together(self) -> Iterator[None]:
+        """Answers sent meanwhile on this thread leave together, one send per connection."""
+        outbox: dict[_Connection, list[Message]] = {}
+        self._outbox.messages = outbox
+        try:
+            yield
+        finally:
+            self._outbox.messages = None
+            for connection, messages in outbox.items():
+                connection.channel.send_many(messages)
+
+    def _send(self, connection: _Connection, message: Message) -> None:
+        outbox: dict[_Connection, list[Message]] | None = getattr(self._outbox, "messages", None)
+        if outbox is None:
+            connection.channel.send(message)
+        else:
+            outbox.setdefault(connection, []).append(message)
+
     def unshare_all(self, slot: Slot) -> None:
         """A batch slot the run did not use goes back at once."""
         with self._shares_lock:
@@ -341,7 +363,7 @@ class EngineServer:
     def _fail(self, connection: _Connection, request_id: int, error: BaseException) -> None:
         if error_reply(error)[0] >= 500:
             log.error("event=engine_infer_failed", exc_info=error)
-        connection.channel.send((ERROR, request_id, error_reply(error)))
+        self._send(connection, (ERROR, request_id, error_reply(error)))
 
     def _reply(
         self,
@@ -397,7 +419,7 @@ class EngineServer:
             return
         retired = self.pool.take_retired()
         reply = (slot.name, layout, executions, queue_seconds, compute_seconds, retired)
-        connection.channel.send((OK, request_id, reply))
+        self._send(connection, (OK, request_id, reply))
 
     def _take_back(self, connection: _Connection, names: list[str]) -> None:
         """Output slots the front-end is done with return to the pool."""

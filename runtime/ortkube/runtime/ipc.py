@@ -80,16 +80,20 @@ class FrameSocket:
 
     def send(self, message: Message) -> None:
         """Send one message now; dropped with a log line once the peer is gone."""
-        frame = encode_frame(message)
+        self.send_many([message])
+
+    def send_many(self, messages: list[Message]) -> None:
+        """Send messages in one write (the peer wakes once for them all)."""
+        data = b"".join(encode_frame(message) for message in messages)
         with self._send_lock:
             if self.closed:
-                log.debug("event=ipc_send_dropped kind=%s", message[0])
+                log.debug("event=ipc_send_dropped kind=%s count=%d", messages[0][0], len(messages))
                 return
             try:
-                self.sock.sendall(frame)
+                self.sock.sendall(data)
             except OSError as error:
                 self.closed = True
-                log.debug("event=ipc_send_failed kind=%s reason=%r", message[0], str(error))
+                log.debug("event=ipc_send_failed kind=%s reason=%r", messages[0][0], str(error))
 
     def close(self) -> None:
         """Close; a thread blocked in ``messages`` sees the end."""

@@ -50,6 +50,13 @@ def uses_strings(session: ort.InferenceSession) -> bool:
     return any(arg.type == "tensor(string)" for arg in args)
 
 
+def plan_of(outputs: Sequence[np.ndarray[Any, Any]]) -> OutputPlan | None:
+    """The dtypes and shapes of ``outputs``; None when one holds strings or objects."""
+    if any(array.dtype.kind in "OSU" for array in outputs):
+        return None
+    return tuple((array.dtype, tuple(array.shape), array.size) for array in outputs)
+
+
 def payload_bytes(feeds: Feeds) -> int:
     """Bytes of input data in a request."""
     return sum(array.nbytes for array in feeds.values())
@@ -95,11 +102,11 @@ class SessionRunner:
         self, feeds: Feeds, output_names: Sequence[str], outputs: Sequence[np.ndarray[Any, Any]]
     ) -> None:
         """Note what a plain run produced, for ``run_into`` next time."""
-        if not self.binds_outputs or any(array.dtype.kind in "OSU" for array in outputs):
+        plan = plan_of(outputs) if self.binds_outputs else None
+        if plan is None:
             return
         if len(self._output_shapes) >= _OUTPUT_SHAPES_REMEMBERED:
             self._output_shapes.clear()
-        plan = tuple((array.dtype, tuple(array.shape), array.size) for array in outputs)
         self._output_shapes[_shape_key(feeds, output_names)] = plan
 
     def run_into(
