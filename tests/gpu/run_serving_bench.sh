@@ -12,6 +12,7 @@
 #   profile where a loaded server's time goes, per config variant (bench/serve_profile.py)
 #   ab      the staged tree (/tmp/new, its COMMIT) against this one: the MLP and the BERT-like
 #           model without batching, 16 and 64 clients (a quick A/B of one change)
+#   ceiling the engine's own ceiling alone (this tree)
 #   probe   the engine's own ceiling (bench/engine_ceiling.py: lean IPC clients, no HTTP), ab,
 #           and the profile of this tree's defaults (one variant per scenario)
 # Run final, suite and runtime from the new tree (cd /tmp/new) after staging from the checkout.
@@ -84,15 +85,17 @@ runtime)
   timeout "${SUITE_TIMEOUT:-400}" python3 -m pytest -q -p no:cacheprovider -o addopts=-ra --timeout 120 \
     "${skip[@]}" tests/runtime 2>&1 | tee "$OUT/runtime-suite.log" | tail -15
   ;;
-ab|probe)
+ab|probe|ceiling)
   nobatch='{"batching":{"enabled":false}}'
   variant=()
   [ -d /tmp/variant ] && variant=(--server "variant=/tmp/variant@$(cat /tmp/variant/COMMIT)"
                                   --config "variant:bert=$nobatch")
-  if [ "$mode" = probe ]; then
+  if [ "$mode" != ab ]; then
     python3 bench/gpu_models.py build /tmp/models --models mlp,bert > "$LOGS/build.log" 2>&1
     # scenario, RuntimeConfig fields, source tree (this one, or the staged one)
-    for run in "mlp {} ." "mlp {} /tmp/new" "bert $nobatch ." "bert {} ." "bert {} /tmp/new"; do
+    runs=("mlp {} ." "bert $nobatch ." "bert {} .")
+    [ "$mode" = probe ] && runs+=("mlp {} /tmp/new" "bert {} /tmp/new")
+    for run in "${runs[@]}"; do
       set -- $run
       rm -f "$LOGS/ceiling.md"
       timeout 100 python3 bench/engine_ceiling.py --model-dir /tmp/models --scenario "$1" \
@@ -101,6 +104,7 @@ ab|probe)
       [ -f "$LOGS/ceiling.md" ] && cat "$LOGS/ceiling.md" >> "$OUT/ceiling.md"
     done
     cat "$OUT/ceiling.md"
+    [ "$mode" = ceiling ] && exit 0
   fi
   timeout "${BENCH_TIMEOUT:-240}" python3 bench/gpu_serving.py --hey /tmp/hey --logs "$LOGS" \
     --server "prev=/tmp/new@$(cat /tmp/new/COMMIT)" --server "this=.@${COMMIT:-working tree}" \

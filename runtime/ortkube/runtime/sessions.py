@@ -195,9 +195,9 @@ def _runner(
     cuda = config.cuda
     on_gpu = plan.active in GPU_PROVIDERS
     binding = ("cuda", cuda.device_id) if on_gpu and cuda.io_binding else None
-    # Outputs written into the engine's slots only on CPU: on the H200 binding host inputs
-    # serialised concurrent runs (an engine 2,456 -> 2,926 answers/s on the MLP without it,
-    # bench/results/engine_ceiling_h200.md).
+    # Outputs written into the engine's slots only on CPU: on a GPU, binding a host input
+    # copies it to the device holding the GIL (36% of a loaded H200 engine's GIL time; the
+    # MLP served 2,456 answers/s with it, 2,926 without: gpu_output_binding_h200.md).
     return SessionRunner(
         session, concurrency, binding, cuda.io_binding_max_bytes, binds_outputs=not on_gpu
     )
