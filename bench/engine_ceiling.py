@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--provider", default=CUDA)
     parser.add_argument(
         "--source",
-        type=Path,
+        type=lambda text: Path(text).resolve(),
         default=ROOT,
         help="the tree whose server is measured (its engine speaks this tree's IPC protocol)",
     )

@@ -338,8 +338,9 @@ def test_outputs_written_into_the_engine_slot_follow_a_data_dependent_shape(
 ) -> None:
     """After one run of a shape, onnxruntime writes the outputs straight into the engine's
     slot, sized from that run; an output whose shape depends on the data (NonZero) then comes
-    out another size: the engine runs it again plainly, answers right, and stops binding."""
-    server = own_server(onnx_models.nonzero(), "nz", server=TWO_WORKERS)
+    out another size: the engine runs it again plainly, answers right, and stops binding.
+    On CPU: GPU sessions never bind outputs (binding a host input copies it holding the GIL)."""
+    server = own_server(onnx_models.nonzero(), "nz", providers=[CPU], server=TWO_WORKERS)
     cases = [[1, 0, 2, 0], [1, 0, 2, 0], [3, 1, 2, 0], [0, 0, 0, 5], [3, 1, 2, 0]]
     for values in cases:
         status, document = server.post_json(
@@ -357,7 +358,8 @@ def test_outputs_written_into_the_engine_slot_follow_a_data_dependent_shape(
 
 
 def test_a_bound_run_that_fails_on_the_data_answers_400_as_a_plain_one(own_server: Any) -> None:
-    server = own_server(onnx_models.gather(), "gather", server=TWO_WORKERS)  # 10 rows x 3
+    # On CPU, which binds outputs and checks indices (CUDA's Gather does neither).
+    server = own_server(onnx_models.gather(), "gather", providers=[CPU], server=TWO_WORKERS)
 
     def infer(indices: list[int]) -> tuple[int, Any]:
         inputs = [{"name": "indices", "datatype": "INT64", "shape": [2], "data": indices}]
