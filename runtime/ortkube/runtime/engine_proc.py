@@ -270,7 +270,7 @@ class EngineServer:
 
     def batch_slot(
         self, plan: OutputPlan, output_names: Sequence[str], requests: int
-    ) -> _BatchSlot | None:
+    ) -> _BatchSlot:
         """The batcher's output sink: one slot for a whole batch's outputs (written by
         onnxruntime, or copied there once), lent to each of its ``requests`` as views of
         their rows."""
