@@ -88,7 +88,8 @@ def error_reply(error: BaseException) -> tuple[int, str]:
 
 
 class _BatchSlot:
-    """A batch's outputs, written by onnxruntime into one slot (the batcher's sink)."""
+    """A batch's outputs in one slot (the batcher's sink): written there by onnxruntime, or
+    copied there once from a plain run."""
 
     def __init__(self, engine: EngineServer, slot: Slot, arrays: list[np.ndarray[Any, Any]]):
         self.engine, self.slot, self.arrays = engine, slot, arrays
@@ -183,19 +184,18 @@ class EngineServer:
         output_names: list[str] = body[2]
         try:
             feeds = connection.feeds(body)
+            runner = self.host.route(feeds)
             batcher = self.host.batcher
             if batcher is not None:
                 if batcher.output_sink is None:
                     batcher.output_sink = self.batch_slot
                     batcher.reply_scope = self.replies_together
-                runner = self.host.route(feeds)
 
                 def done(batched: BatchedResult | None, error: BaseException | None) -> None:
                     self._batched(connection, request_id, output_names, batched, error)
 
                 batcher.submit_nowait(feeds, output_names, runner, done)
                 return
-            runner = self.host.route(feeds)
             if self._run_into_slot(connection, request_id, runner, feeds, output_names):
                 self._count(-1)
                 return
